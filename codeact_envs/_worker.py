@@ -1,0 +1,402 @@
+"""The interpreter side of the sandbox, run with the standard library only.
+
+The host starts this file as a template interpreter. The template forks one episode interpreter per
+episode; the episode interpreter executes the agent's code in a persistent namespace and talks to
+the host in JSON lines over a socket that the host hands over for that episode only.
+"""
+
+import ast
+import builtins
+import ctypes
+import gc
+import io
+import json
+import linecache
+import os
+import resource
+import select
+import shutil
+import signal
+import site
+import socket
+import sys
+import time
+import traceback
+
+_PR_SET_DUMPABLE = 4
+_ACTION_FILENAME = "<action>"
+_MAX_FDS_PER_MESSAGE = 1
+_CONTROL_BUFFER = 1 << 20
+_REAP_INTERVAL_S = 1.0
+
+
+class _FinalAnswer(BaseException):
+    """Raised by `final_answer` to stop the action; not an `Exception`, so `except Exception` lets it pass."""
+
+
+class _Channel:
+    """JSON lines over a stream socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.reader = sock.makefile("rb")
+
+    def send(self, message: dict) -> None:
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def receive(self) -> dict:
+        line = self.reader.readline()
+        if not line:
+            raise EOFError
+        return json.loads(line)
+
+
+class _CappedText(io.TextIOBase):
+    """A text stream that writes through to a file descriptor and drops what exceeds `limit` characters."""
+
+    def __init__(self, fd: int, limit: int):
+        self.fd = fd
+        self.limit = limit
+        self.written = 0
+        self.dropped = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        room = max(self.limit - self.written, 0)
+        kept = text[:room]
+        if kept:
+            _write_all(self.fd, kept.encode("utf-8", "backslashreplace"))
+        self.written += len(kept)
+        self.dropped += len(text) - len(kept)
+        return len(text)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def take(self) -> tuple[str, int]:
+        """Return what was written since the last call (at most `limit` characters) and how much was left out."""
+        size = os.fstat(self.fd).st_size
+        data = os.pread(self.fd, 4 * self.limit, 0)
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        text = data.decode("utf-8", "replace")
+        omitted = self.dropped + max(len(text) - self.limit, 0) + max(size - len(data), 0)
+        self.written = 0
+        self.dropped = 0
+        return text[: self.limit], omitted
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Episode:
+    """One persistent interpreter: a namespace, tool stubs, captured output, the host channel."""
+
+    def __init__(self, channel: _Channel, config: dict):
+        self.channel = channel
+        self.limit = config["max_output_chars"]
+        self.answer = None
+        self.stdout = _captured_stream(1, self.limit)
+        self.stderr = _captured_stream(2, self.limit)
+        sys.stdout = self.stdout
+        sys.stderr = self.stderr
+        self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        for spec in config["tools"]:
+            self.namespace[spec["name"]] = self._tool_stub(spec["name"], spec["doc"])
+        self.namespace["final_answer"] = self._final_answer
+        self.actions = 0
+
+    def serve(self) -> None:
+        while True:
+            message = self.channel.receive()
+            if message.get("op") == "exec":
+                self.channel.send(self.execute(message["code"]))
+
+    def execute(self, code: str) -> dict:
+        self.actions += 1
+        self.answer = None
+        value, error, error_type = None, None, None
+        try:
+            value = self._run(code)
+        except _FinalAnswer:
+            pass
+        except BaseException as exc:
+            error, error_type = _format_error(exc), type(exc).__name__
+        stdout, stdout_omitted = self._flush(self.stdout)
+        stderr, stderr_omitted = self._flush(self.stderr)
+        return {
+            "op": "result",
+            "stdout": stdout,
+            "stdout_omitted": stdout_omitted,
+            "stderr": stderr,
+            "stderr_omitted": stderr_omitted,
+            "value": value,
+            "error": error,
+            "error_type": error_type,
+            "answer": self.answer,
+        }
+
+    def _run(self, code: str) -> str | None:
+        """Execute `code`; return the repr of its last expression, as the Python prompt shows it."""
+        filename = f"{_ACTION_FILENAME[:-1]} {self.actions}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        tree = ast.parse(code, filename)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, filename, "exec", dont_inherit=True), self.namespace)
+        if last is None:
+            return None
+        result = eval(compile(ast.Expression(last.value), filename, "eval", dont_inherit=True), self.namespace)
+        return None if result is None else _capped_repr(result, self.limit)
+
+    def _flush(self, stream: _CappedText) -> tuple[str, int]:
+        try:
+            stream.flush()
+        except Exception:
+            pass
+        return stream.take()
+
+    def _final_answer(self, value):
+        """Give the final answer and end the episode."""
+        self.answer = {"value": _json_safe(value)}
+        raise _FinalAnswer
+
+    def _tool_stub(self, name: str, doc: str):
+        channel = self.channel
+
+        def stub(*args, **kwargs):
+            channel.send({"op": "tool", "name": name, "args": list(args), "kwargs": kwargs})
+            reply = channel.receive()
+            if reply.get("ok"):
+                return reply["value"]
+            raise _tool_exception(reply["type"], reply["message"])
+
+        stub.__name__ = stub.__qualname__ = name
+        stub.__doc__ = doc
+        return stub
+
+
+def _captured_stream(fd: int, limit: int) -> _CappedText:
+    memfd = os.memfd_create(f"fd{fd}", 0)
+    os.dup2(memfd, fd)
+    os.close(memfd)
+    return _CappedText(fd, limit)
+
+
+def _capped_repr(value, limit: int) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
+
+
+def _json_safe(value):
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
+
+
+def _tool_exception(type_name: str, message: str) -> BaseException:
+    """Rebuild a tool's error as the same built-in exception type when there is one."""
+    exc_type = getattr(builtins, type_name, None)
+    if isinstance(exc_type, type) and issubclass(exc_type, Exception):
+        try:
+            return exc_type(message)
+        except Exception:
+            pass
+    return RuntimeError(f"{type_name}: {message}")
+
+
+def _format_error(exc: BaseException) -> str:
+    """The traceback a model needs: the agent's frames only, not the worker's."""
+    if isinstance(exc, SyntaxError) and exc.__traceback__ is not None and _from_agent_source(exc):
+        return "".join(traceback.format_exception_only(type(exc), exc))
+    tb = exc.__traceback__
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(_ACTION_FILENAME[:-1]):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _from_agent_source(exc: SyntaxError) -> bool:
+    return (exc.filename or "").startswith(_ACTION_FILENAME[:-1])
+
+
+def _apply_limits(config: dict) -> None:
+    limits = {
+        resource.RLIMIT_AS: config["memory_bytes"],
+        resource.RLIMIT_CPU: config["cpu_time_s"],
+        resource.RLIMIT_NPROC: config["max_processes"],
+        resource.RLIMIT_FSIZE: config["max_file_bytes"],
+        resource.RLIMIT_NOFILE: config["max_open_files"],
+        resource.RLIMIT_CORE: 0,
+    }
+    for kind, value in limits.items():
+        if value is not None:
+            resource.setrlimit(kind, (value, value))
+
+
+def _run_episode(control: socket.socket, episode_fd: int, config: dict) -> None:
+    """Body of a freshly forked episode interpreter; never returns."""
+    try:
+        control.close()
+        os.setsid()
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        os.chdir(config["work_dir"])
+        _apply_limits(config)
+        channel = _Channel(socket.socket(fileno=episode_fd))
+        episode = _Episode(channel, config)
+        channel.send({"op": "ready", "pid": os.getpid()})
+        episode.serve()
+    except BaseException:
+        pass
+    os._exit(0)
+
+
+class _Template:
+    """The warm interpreter that forks episodes and kills every process of the previous one."""
+
+    def __init__(self, control: socket.socket):
+        self.control = control
+        self.episode = None
+
+    def serve(self) -> None:
+        _send_line(self.control, {"op": "ready"})
+        while True:
+            message, fds = _receive_with_fds(self.control)
+            if message is None:
+                self.kill_episode()
+                return
+            self.kill_episode()
+            if message["op"] == "spawn":
+                _empty_folders(message["config"]["scratch_dirs"])
+                pid = self.fork(fds[0], message["config"])
+                _send_line(self.control, {"op": "spawned", "pid": pid})
+            else:
+                _close_all(fds)
+                _send_line(self.control, {"op": "killed"})
+
+    def fork(self, episode_fd: int, config: dict) -> int:
+        pid = os.fork()
+        if pid == 0:
+            _run_episode(self.control, episode_fd, config)
+        os.close(episode_fd)
+        self.episode = pid
+        return pid
+
+    def kill_episode(self) -> None:
+        """Kill every other process: all of the namespace when this is its PID 1, else the episode's session."""
+        if os.getpid() == 1:
+            _kill_namespace()
+        elif self.episode is not None:
+            _kill_session(self.episode)
+        self.episode = None
+
+
+def _kill_namespace() -> None:
+    """Signal every process of the PID namespace until none is left (`kill(-1)` spares only PID 1)."""
+    while True:
+        _reap_zombies()
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            time.sleep(0.0005)
+
+
+def _reap_zombies() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _kill_session(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _empty_folders(folders: list[str]) -> None:
+    for folder in folders:
+        if os.path.isdir(folder):
+            for entry in os.scandir(folder):
+                _remove(entry)
+
+
+def _remove(entry: os.DirEntry) -> None:
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path, ignore_errors=True)
+        return
+    try:
+        os.unlink(entry.path)
+    except OSError:
+        pass
+
+
+def _send_line(sock: socket.socket, message: dict) -> None:
+    sock.sendall(json.dumps(message).encode() + b"\n")
+
+
+def _receive_with_fds(sock: socket.socket) -> tuple[dict | None, list[int]]:
+    """Read one control message; a spawn carries the episode's socket as an attached descriptor.
+
+    Orphans of the episode are reaped while waiting, since this process is their init.
+    """
+    while not select.select([sock], [], [], _REAP_INTERVAL_S)[0]:
+        _reap_zombies()
+    data, fds, _, _ = socket.recv_fds(sock, _CONTROL_BUFFER, _MAX_FDS_PER_MESSAGE)
+    while data and not data.endswith(b"\n"):
+        more = sock.recv(_CONTROL_BUFFER)
+        if not more:
+            return None, list(fds)
+        data += more
+    return (json.loads(data) if data else None), list(fds)
+
+
+def _make_undumpable() -> None:
+    """Stop episode code from ptracing the template or opening its descriptors through /proc."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def main() -> None:
+    control = socket.socket(fileno=int(sys.argv[1]))
+    for path in sys.argv[2:]:
+        site.addsitedir(path)
+    _make_undumpable()
+    gc.collect()
+    gc.freeze()
+    _Template(control).serve()
+
+
+if __name__ == "__main__":
+    main()
