@@ -1,5 +1,6 @@
 """The host side of the sandbox: a warm template interpreter in bubblewrap, one fork per episode."""
 
+import contextlib
 import json
 import math
 import os
@@ -28,7 +29,7 @@ _SANDBOX_SITE = "/opt/site-packages"
 _SANDBOX_WORK_DIR = "/work"
 _SANDBOX_TMP_DIR = "/tmp"
 _SANDBOX_UID = 65534
-_CONTROL_FD = 3
+_WORKER_BOOT = "import sys; exec(compile(sys.argv[1], '<sandbox>', 'exec'))"
 _START_TIMEOUT_S = 30.0
 _CONTROL_TIMEOUT_S = 10.0
 _MAX_MESSAGE_BYTES = 64 << 20
@@ -56,7 +57,6 @@ class ExecutionResult:
         timed_out: Whether the action ran past `timeout_s` and was killed.
         restarted: Whether the interpreter was replaced by a fresh one (timeout or crash).
         tool_calls: How many tool calls the action made.
-        duration_s: Wall time of the action on the host.
     """
 
     stdout: str = ""
@@ -71,7 +71,6 @@ class ExecutionResult:
     timed_out: bool = False
     restarted: bool = False
     tool_calls: int = 0
-    duration_s: float = 0.0
 
 
 class _Timeout(Exception):
@@ -171,10 +170,8 @@ class _PidsCgroup:
 
 
 def _kill_quietly(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 class Sandbox:
@@ -221,33 +218,40 @@ class Sandbox:
         self._cgroup: _PidsCgroup | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
         self._tools: dict[str, Callable] = {}
+        self._seed: int | None = None
+        self._stderr = None
 
-    def reset(self, tools: dict[str, Callable] | None = None) -> None:
-        """Replace the episode interpreter by a fresh one whose namespace holds stubs for `tools`."""
+    def reset(self, tools: dict[str, Callable] | None = None, *, seed: int | None = None) -> None:
+        """Replace the episode interpreter by a fresh one whose namespace holds stubs for `tools`.
+
+        Args:
+            tools: Host functions the agent's code may call by name.
+            seed: Seed of the interpreter's `random` module; the same seed gives the same draws.
+        """
         self._tools = dict(tools or {})
+        self._seed = seed
         self._spawn()
 
     def run(self, code: str) -> ExecutionResult:
         """Execute `code` in the episode's namespace; tool calls are served here, on the host."""
         if self._episode is None:
             raise RuntimeError("the sandbox has no episode: call reset() first")
-        start = time.monotonic()
-        deadline = start + self.timeout_s
+        deadline = time.monotonic() + self.timeout_s
         tool_calls = 0
         try:
             self._episode.send({"op": "exec", "code": code})
             while True:
                 message = self._episode.receive(deadline)
                 if message.get("op") != "tool":
-                    return _result_from(message, tool_calls, time.monotonic() - start)
+                    return _result_from(message, tool_calls)
                 tool_calls += 1
                 self._episode.send(self._call_tool(message))
         except _Timeout:
             self._spawn()
-            return ExecutionResult(timed_out=True, restarted=True, tool_calls=tool_calls, duration_s=time.monotonic() - start)
+            return ExecutionResult(timed_out=True, restarted=True, tool_calls=tool_calls)
         except (_Hangup, KeyError, TypeError):
             self._spawn()
-            return ExecutionResult(restarted=True, tool_calls=tool_calls, duration_s=time.monotonic() - start)
+            return ExecutionResult(restarted=True, tool_calls=tool_calls)
 
     def close(self) -> None:
         """Kill every process of the sandbox and delete its files; calling it again does nothing."""
@@ -316,6 +320,7 @@ class Sandbox:
             "max_open_files": self.max_open_files,
             "work_dir": self._work_dir,
             "scratch_dirs": self._scratch_dirs,
+            "seed": self._seed,
         }
 
     def _nproc_limit(self) -> int | None:
@@ -375,7 +380,7 @@ class Sandbox:
         return cgroup
 
     def _template_command(self, control_fd: int) -> list[str]:
-        worker = [*self._python_command(), "-I", "-S", "-c", _WORKER_SOURCE.read_text(), str(control_fd)]
+        worker = [*self._python_command(), "-s", "-S", "-c", _WORKER_BOOT, _WORKER_SOURCE.read_text(), str(control_fd)]
         if self.isolation == "bubblewrap":
             command = [*_bwrap_command(self._sandbox_mounts(), self._bwrap_size()), *worker, *self._site_dirs()]
         else:
@@ -410,7 +415,12 @@ class Sandbox:
         """The whole environment the interpreter sees: none of the host's variables get in."""
         if self.isolation == "bubblewrap":
             return {}
-        return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self._work_dir, "LANG": "C.UTF-8"}
+        return {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": self._work_dir,
+            "LANG": "C.UTF-8",
+            "PYTHONHASHSEED": "0",
+        }
 
     def _stop_template(self) -> None:
         try:
@@ -448,7 +458,7 @@ class Sandbox:
         return {"ok": True, "value": value}
 
 
-def _result_from(message: dict, tool_calls: int, duration_s: float) -> ExecutionResult:
+def _result_from(message: dict, tool_calls: int) -> ExecutionResult:
     if message.get("op") != "result":
         raise _Hangup
     answer = message.get("answer")
@@ -463,7 +473,6 @@ def _result_from(message: dict, tool_calls: int, duration_s: float) -> Execution
         final_answer=None if answer is None else answer["value"],
         has_final_answer=answer is not None,
         tool_calls=tool_calls,
-        duration_s=duration_s,
     )
 
 
@@ -518,6 +527,9 @@ def _bwrap_command(mounts: list[str], tmpfs_bytes: int) -> list[str]:
         "--setenv",
         "LANG",
         "C.UTF-8",
+        "--setenv",
+        "PYTHONHASHSEED",
+        "0",
         "--",
     ]
 
@@ -567,10 +579,8 @@ def _processes_of(uid: int) -> int:
     count = 0
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            try:
+            with contextlib.suppress(OSError):
                 count += entry.stat().st_uid == uid
-            except OSError:
-                pass
     return count
 
 

@@ -7,6 +7,7 @@ the host in JSON lines over a socket that the host hands over for that episode o
 
 import ast
 import builtins
+import contextlib
 import ctypes
 import gc
 import io
@@ -25,6 +26,7 @@ import traceback
 
 _PR_SET_DUMPABLE = 4
 _ACTION_FILENAME = "<action>"
+_WORKER_FILENAME = "<sandbox>"
 _MAX_FDS_PER_MESSAGE = 1
 _CONTROL_BUFFER = 1 << 20
 _REAP_INTERVAL_S = 1.0
@@ -163,10 +165,8 @@ class _Episode:
         return None if result is None else _capped_repr(result, self.limit)
 
     def _flush(self, stream: _CappedText) -> tuple[str, int]:
-        try:
+        with contextlib.suppress(Exception):
             stream.flush()
-        except Exception:
-            pass
         return stream.take()
 
     def _final_answer(self, value):
@@ -220,17 +220,18 @@ def _tool_exception(type_name: str, message: str) -> BaseException:
 
 
 def _format_error(exc: BaseException) -> str:
-    """The traceback a model needs: the agent's frames only, not the worker's."""
-    if isinstance(exc, SyntaxError) and exc.__traceback__ is not None and _from_agent_source(exc):
-        return "".join(traceback.format_exception_only(type(exc), exc))
-    tb = exc.__traceback__
-    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(_ACTION_FILENAME[:-1]):
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    """The traceback a model needs: the agent's frames and the libraries it called, not the worker's."""
+    report = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    _hide_worker_frames(report)
+    return "".join(report.format())
 
 
-def _from_agent_source(exc: SyntaxError) -> bool:
-    return (exc.filename or "").startswith(_ACTION_FILENAME[:-1])
+def _hide_worker_frames(report: traceback.TracebackException | None) -> None:
+    while report is not None:
+        frames = [frame for frame in report.stack if frame.filename != _WORKER_FILENAME]
+        report.stack = traceback.StackSummary.from_list(frames)
+        _hide_worker_frames(report.__cause__)
+        report = report.__context__
 
 
 def _apply_limits(config: dict) -> None:
@@ -247,6 +248,13 @@ def _apply_limits(config: dict) -> None:
             resource.setrlimit(kind, (value, value))
 
 
+def _seed_random(seed: int | None) -> None:
+    if seed is not None:
+        import random
+
+        random.seed(seed)
+
+
 def _run_episode(control: socket.socket, episode_fd: int, config: dict) -> None:
     """Body of a freshly forked episode interpreter; never returns."""
     try:
@@ -256,6 +264,7 @@ def _run_episode(control: socket.socket, episode_fd: int, config: dict) -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         os.chdir(config["work_dir"])
         _apply_limits(config)
+        _seed_random(config["seed"])
         channel = _Channel(socket.socket(fileno=episode_fd))
         episode = _Episode(channel, config)
         channel.send({"op": "ready", "pid": os.getpid()})
@@ -330,14 +339,10 @@ def _reap_zombies() -> None:
 
 
 def _kill_session(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def _close_all(fds: list[int]) -> None:
@@ -356,10 +361,8 @@ def _remove(entry: os.DirEntry) -> None:
     if entry.is_dir(follow_symlinks=False):
         shutil.rmtree(entry.path, ignore_errors=True)
         return
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(entry.path)
-    except OSError:
-        pass
 
 
 def _send_line(sock: socket.socket, message: dict) -> None:
@@ -389,8 +392,8 @@ def _make_undumpable() -> None:
 
 
 def main() -> None:
-    control = socket.socket(fileno=int(sys.argv[1]))
-    for path in sys.argv[2:]:
+    control = socket.socket(fileno=int(sys.argv[2]))
+    for path in sys.argv[3:]:
         site.addsitedir(path)
     _make_undumpable()
     gc.collect()

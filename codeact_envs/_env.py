@@ -1,0 +1,210 @@
+"""`CodeActEnv`: a Gymnasium env whose action is Python code run in a persistent sandboxed interpreter."""
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar, SupportsFloat, TypeVar
+
+import gymnasium as gym
+
+from ._sandbox import ExecutionResult, Isolation, Sandbox
+from ._spaces import UnicodeText
+
+_TOOL_MARKER = "__codeact_tool__"
+_RESERVED_NAMES = ("final_answer",)
+
+F = TypeVar("F", bound=Callable)
+
+_PREAMBLE = """\
+You solve tasks by writing Python code. Each action you send is run in a persistent Python \
+interpreter: variables, functions and imports stay defined from one action to the next. You see \
+what your code prints, the value of its last expression and any traceback. The standard library \
+is available; there is no network.
+
+Besides Python itself you can call these functions:"""
+
+_FINAL_ANSWER_SIGNATURE = '''\
+def final_answer(value) -> None:
+    """Give your final answer and end the episode."""'''
+
+
+def tool(method: F) -> F:
+    """Make an env method callable from the agent's code as a plain function of the same name.
+
+    The method runs on the host, where the env's state lives; its arguments and its return value
+    travel as JSON. Its signature and docstring describe it to the agent in `env.system_prompt`.
+
+    Example:
+        >>> class Calculator(CodeActEnv):
+        ...     @tool
+        ...     def add(self, a: int, b: int) -> int:
+        ...         \"\"\"Add two integers.\"\"\"
+        ...         return a + b
+    """
+    setattr(method, _TOOL_MARKER, True)
+    return method
+
+
+class CodeActEnv(gym.Env[str, str]):
+    """A Gymnasium env whose action is Python source code (CodeAct).
+
+    Each episode runs in a fresh, isolated, persistent CPython interpreter. Authors subclass it and
+    override the public hooks: `setup(task)` (state from the task row, returns the prompt), methods
+    decorated with `@tool`, and optionally `oracle(task)`.
+
+    Args:
+        max_steps: Actions per episode; the last one ends the episode with `truncated=True`.
+        timeout_s: Wall-clock limit of one action; past it the interpreter is replaced by a fresh one.
+        memory_mb: Address-space limit of each process the agent's code runs.
+        max_output_chars: Characters of stdout, of stderr and of the last value shown per action.
+        isolation: "bubblewrap" (default) or "none", an explicit opt-in to run without namespaces.
+        render_mode: "ansi" (the episode transcript) or None.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
+
+    def __init__(
+        self,
+        *,
+        max_steps: int = 10,
+        timeout_s: float = 10.0,
+        memory_mb: int = 1024,
+        max_output_chars: int = 10_000,
+        isolation: Isolation = "bubblewrap",
+        render_mode: str | None = "ansi",
+    ):
+        _check_render_mode(render_mode, self.metadata["render_modes"])
+        self.max_steps = max_steps
+        self.timeout_s = timeout_s
+        self.render_mode = render_mode
+        self.action_space = UnicodeText()
+        self.observation_space = UnicodeText()
+        self.task: dict[str, Any] = {}
+        self._tools = _collect_tools(self)
+        self._sandbox = Sandbox(
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+            max_output_chars=max_output_chars,
+            cpu_time_s=math.ceil(timeout_s * max_steps),
+            isolation=isolation,
+        )
+        self._steps = 0
+        self._done = True
+        self._transcript: list[tuple[str, str]] = []
+
+    def setup(self, task: dict[str, Any]) -> str:
+        """Set the env's state from a task row and return the first observation (the prompt).
+
+        Override it. The row stays on the host: only the returned text reaches the agent.
+        """
+        return str(task.get("prompt", "Write Python code. Call final_answer(value) when you are done."))
+
+    def oracle(self, task: dict[str, Any]) -> str:
+        """Return code that solves `task`, for checks; envs that can solve their tasks override it."""
+        raise NotImplementedError(f"{type(self).__name__} defines no oracle(task)")
+
+    @property
+    def system_prompt(self) -> str:
+        """How to act in this env: the rules of a code action and the description of every tool."""
+        signatures = [_describe_tool(name, method) for name, method in self._tools.items()]
+        return "\n\n".join([_PREAMBLE, *signatures, _FINAL_ANSWER_SIGNATURE])
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Start an episode in a fresh interpreter; the task row is `options["task"]`."""
+        super().reset(seed=seed)
+        self.task = dict((options or {}).get("task") or {})
+        self._sandbox.reset(self._tools, seed=seed)
+        observation = self.setup(self.task)
+        self._steps = 0
+        self._done = False
+        self._transcript = [("task", observation)]
+        return observation, {"tools": list(self._tools)}
+
+    def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Run `action` (Python source) in the episode's interpreter."""
+        if self._done:
+            raise RuntimeError("the episode is over (or never started): call reset() before step()")
+        if not isinstance(action, str):
+            raise TypeError(f"an action is Python source code as a str, got {type(action).__name__}")
+        result = self._sandbox.run(action)
+        self._steps += 1
+        observation = _observation(result, self.timeout_s)
+        terminated = result.has_final_answer
+        truncated = not terminated and self._steps >= self.max_steps
+        self._done = terminated or truncated
+        info: dict[str, Any] = {"execution": result, "step": self._steps}
+        if terminated:
+            info["answer"] = result.final_answer
+        self._transcript += [(f"action {self._steps}", action), (f"observation {self._steps}", observation)]
+        return observation, 0.0, terminated, truncated, info
+
+    def render(self) -> str | None:
+        """The episode so far, as text (render mode "ansi")."""
+        if self.render_mode is None:
+            return None
+        return "\n".join(f"--- {title} ---\n{text.rstrip()}" for title, text in self._transcript) + "\n"
+
+    def close(self) -> None:
+        """Kill every process of the env's sandbox and delete its files."""
+        self._sandbox.close()
+        self._done = True
+        super().close()
+
+    def __enter__(self) -> "CodeActEnv":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _check_render_mode(render_mode: str | None, supported: list[str]) -> None:
+    if render_mode is not None and render_mode not in supported:
+        raise ValueError(f"render_mode must be one of {supported} or None, got {render_mode!r}")
+
+
+def _collect_tools(env: CodeActEnv) -> dict[str, Callable]:
+    """Bound methods marked by `@tool`, by name."""
+    tools = {}
+    for name, member in inspect.getmembers(type(env)):
+        if getattr(member, _TOOL_MARKER, False):
+            if name in _RESERVED_NAMES:
+                raise ValueError(f"a tool cannot be named {name!r}: the sandbox defines it; rename the method")
+            tools[name] = getattr(env, name)
+    return tools
+
+
+def _describe_tool(name: str, method: Callable) -> str:
+    doc = inspect.getdoc(method) or "No description."
+    body = "\n".join(f"    {line}" if line else "" for line in f'"""{doc}"""'.splitlines())
+    return f"def {name}{inspect.signature(method)}:\n{body}"
+
+
+def _observation(result: ExecutionResult, timeout_s: float) -> str:
+    """The text a model reads after an action; it is never empty."""
+    parts = [
+        _with_omission(result.stdout, result.stdout_omitted),
+        _with_omission(result.stderr, result.stderr_omitted),
+        result.value or "",
+        result.error or "",
+        *_status_markers(result, timeout_s),
+    ]
+    text = "\n".join(part.rstrip("\n") for part in parts if part)
+    return text or "[no output]"
+
+
+def _with_omission(text: str, omitted: int) -> str:
+    if not omitted:
+        return text
+    marker = f"[output truncated: {omitted} more characters not shown]"
+    return "\n".join(part for part in (text.rstrip("\n"), marker) if part)
+
+
+def _status_markers(result: ExecutionResult, timeout_s: float) -> list[str]:
+    markers = []
+    if result.timed_out:
+        markers.append(f"[timeout: the action ran longer than {timeout_s:g} s and was stopped]")
+    elif result.restarted:
+        markers.append("[the interpreter exited]")
+    if result.restarted:
+        markers.append("[the interpreter was restarted: your variables are gone]")
+    return markers
