@@ -515,6 +515,8 @@ def _bwrap_command(mounts: list[str], tmpfs_bytes: int) -> list[str]:
         "--dir",
         "/opt",
         *mounts,
+        "--remount-ro",
+        "/",
         "--chdir",
         _SANDBOX_WORK_DIR,
         "--clearenv",

@@ -110,6 +110,7 @@ class _Episode:
 
     def __init__(self, channel: _Channel, config: dict):
         self.channel = channel
+        self.pid = os.getpid()
         self.limit = config["max_output_chars"]
         self.answer = None
         self.stdout = _captured_stream(1, self.limit)
@@ -131,6 +132,7 @@ class _Episode:
     def execute(self, code: str) -> dict:
         self.actions += 1
         self.answer = None
+        sys.stdout, sys.stderr = self.stdout, self.stderr
         value, error, error_type = None, None, None
         try:
             value = self._run(code)
@@ -138,6 +140,7 @@ class _Episode:
             pass
         except BaseException as exc:
             error, error_type = _format_error(exc), type(exc).__name__
+        self._exit_if_forked()
         stdout, stdout_omitted = self._flush(self.stdout)
         stderr, stderr_omitted = self._flush(self.stderr)
         return {
@@ -164,6 +167,11 @@ class _Episode:
         result = eval(compile(ast.Expression(last.value), filename, "eval", dont_inherit=True), self.namespace)
         return None if result is None else _capped_repr(result, self.limit)
 
+    def _exit_if_forked(self) -> None:
+        """A process forked by the agent's code that finishes the action must not answer the host."""
+        if os.getpid() != self.pid:
+            os._exit(0)
+
     def _flush(self, stream: _CappedText) -> tuple[str, int]:
         with contextlib.suppress(Exception):
             stream.flush()
@@ -176,8 +184,11 @@ class _Episode:
 
     def _tool_stub(self, name: str, doc: str):
         channel = self.channel
+        owner = self.pid
 
         def stub(*args, **kwargs):
+            if os.getpid() != owner:
+                raise RuntimeError(f"{name}() can only be called from the episode's main process")
             channel.send({"op": "tool", "name": name, "args": list(args), "kwargs": kwargs})
             reply = channel.receive()
             if reply.get("ok"):
