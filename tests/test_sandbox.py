@@ -325,3 +325,32 @@ def test_forged_messages_on_the_channel_do_not_break_the_host(env):
     observation = run(env, code)
     assert RESTARTED in observation
     assert run(env, "print('ok')") == "ok"
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGKILL", "SIGSTOP"])
+def test_signalling_the_sandbox_init_does_not_break_the_env(env, signal_name):
+    run(env, f"import os, signal\nos.kill(1, signal.{signal_name})")
+    assert run(env, "print('alive')") == "alive"
+    env.reset()
+    assert run(env, "print('fresh')") == "fresh"
+
+
+def test_memory_spread_over_many_processes_is_capped(make_env):
+    env = make_env(timeout_s=10.0, memory_mb=256)
+    env.reset()
+    code = (
+        "import os, time\n"
+        "children = []\n"
+        "for _ in range(8):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        block = bytearray(200 * 1024**2)\n"
+        "        time.sleep(3)\n"
+        "        os._exit(0)\n"
+        "    children.append(pid)\n"
+        "statuses = [os.waitpid(pid, 0)[1] for pid in children]\n"
+        "sum(1 for status in statuses if status != 0)"
+    )
+    killed = run(env, code)
+    assert int(killed) >= 4
+    assert run(env, "print('alive')") == "alive"
