@@ -9,6 +9,7 @@ import gymnasium as gym
 
 from ._sandbox import ExecutionResult, Isolation, Sandbox
 from ._spaces import UnicodeText
+from ._transforms import Step, Transform
 
 _TOOL_MARKER = "__codeact_tool__"
 _RESERVED_NAMES = ("final_answer",)
@@ -59,6 +60,7 @@ class CodeActEnv(gym.Env[str, str]):
         max_output_chars: Characters of stdout, of stderr and of the last value shown per action.
         isolation: "bubblewrap" (default) or "none", an explicit opt-in to run without namespaces.
         render_mode: "ansi" (the episode transcript) or None.
+        transform: Computes the reward of every step (see `Compose`); None gives reward 0.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
@@ -72,14 +74,19 @@ class CodeActEnv(gym.Env[str, str]):
         max_output_chars: int = 10_000,
         isolation: Isolation = "bubblewrap",
         render_mode: str | None = "ansi",
+        transform: Transform | None = None,
     ):
         _check_render_mode(render_mode, self.metadata["render_modes"])
         self.max_steps = max_steps
         self.timeout_s = timeout_s
         self.render_mode = render_mode
+        self.transform = transform
         self.action_space = UnicodeText()
         self.observation_space = UnicodeText()
         self.task: dict[str, Any] = {}
+        self.manifest: Any = None
+        self.repo_id: str | None = None
+        self.commit: str | None = None
         self._tools = _collect_tools(self)
         self._sandbox = Sandbox(
             timeout_s=timeout_s,
@@ -91,6 +98,7 @@ class CodeActEnv(gym.Env[str, str]):
         self._steps = 0
         self._done = True
         self._transcript: list[tuple[str, str]] = []
+        self._history: list[tuple[str, ExecutionResult]] = []
 
     def setup(self, task: dict[str, Any]) -> str:
         """Set the env's state from a task row and return the first observation (the prompt).
@@ -118,6 +126,7 @@ class CodeActEnv(gym.Env[str, str]):
         self._steps = 0
         self._done = False
         self._transcript = [("task", observation)]
+        self._history = []
         return observation, {"tools": list(self._tools)}
 
     def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -128,15 +137,35 @@ class CodeActEnv(gym.Env[str, str]):
             raise TypeError(f"an action is Python source code as a str, got {type(action).__name__}")
         result = self._sandbox.run(action)
         self._steps += 1
-        observation = _observation(result, self.timeout_s)
+        step = self._rewarded(self._step_record(action, result))
+        self._done = step.done
+        self._history.append((action, result))
+        self._transcript += [(f"action {self._steps}", action), (f"observation {self._steps}", step.observation)]
+        return step.observation, step.reward, step.terminated, step.truncated, step.info
+
+    def _step_record(self, action: str, result: ExecutionResult) -> Step:
         terminated = result.has_final_answer
-        truncated = not terminated and self._steps >= self.max_steps
-        self._done = terminated or truncated
-        info: dict[str, Any] = {"execution": result, "step": self._steps}
+        info: dict[str, Any] = {"execution": result, "step": self._steps, "rewards": {}}
         if terminated:
             info["answer"] = result.final_answer
-        self._transcript += [(f"action {self._steps}", action), (f"observation {self._steps}", observation)]
-        return observation, 0.0, terminated, truncated, info
+        return Step(
+            task=self.task,
+            action=action,
+            observation=_observation(result, self.timeout_s),
+            execution=result,
+            terminated=terminated,
+            truncated=not terminated and self._steps >= self.max_steps,
+            info=info,
+            history=tuple(self._history),
+        )
+
+    def _rewarded(self, step: Step) -> Step:
+        if self.transform is None:
+            return step
+        step = self.transform(step)
+        if not isinstance(step, Step):
+            raise TypeError(f"{self.transform!r} returned {type(step).__name__}, not a Step")
+        return step
 
     def render(self) -> str | None:
         """The episode so far, as text (render mode "ansi")."""
@@ -147,6 +176,8 @@ class CodeActEnv(gym.Env[str, str]):
     def close(self) -> None:
         """Kill every process of the env's sandbox and delete its files."""
         self._sandbox.close()
+        if self.transform is not None:
+            self.transform.close()
         self._done = True
         super().close()
 

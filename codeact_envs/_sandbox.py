@@ -12,6 +12,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,7 @@ class Sandbox:
         self._tools: dict[str, Callable] = {}
         self._seed: int | None = None
         self._stderr = None
+        self._finalizer: weakref.finalize | None = None
 
     def reset(self, tools: dict[str, Callable] | None = None, *, seed: int | None = None) -> None:
         """Replace the episode interpreter by a fresh one whose namespace holds stubs for `tools`.
@@ -203,29 +205,19 @@ class Sandbox:
 
     def close(self) -> None:
         """Kill every process of the sandbox and delete its files; calling it again does nothing."""
-        for channel in (self._episode, self._control):
-            if channel is not None:
-                channel.close()
-        self._episode = self._control = None
-        if self._process is not None:
-            self._stop_template()
-            self._process = None
-        if self._cgroups is not None:
-            self._cgroups.remove()
-            self._cgroups = None
-        if self._scratch is not None:
-            self._scratch.cleanup()
-            self._scratch = None
+        if self._episode is not None:
+            self._episode.close()
+            self._episode = None
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self._process = self._control = self._cgroups = self._scratch = self._stderr = None
 
     def __enter__(self) -> "Sandbox":
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_process", None) is not None:
-            self.close()
 
     @property
     def template_pid(self) -> int | None:
@@ -319,6 +311,9 @@ class Sandbox:
         finally:
             template_end.close()
         self._control = _Channel(host_end)
+        self._finalizer = weakref.finalize(
+            self, _release, self._process, self._control, self._cgroups, self._scratch, self._stderr
+        )
         try:
             self._control.receive(time.monotonic() + _START_TIMEOUT_S)
         except (_Timeout, _Hangup) as e:
@@ -382,16 +377,6 @@ class Sandbox:
             "PYTHONHASHSEED": "0",
         }
 
-    def _stop_template(self) -> None:
-        try:
-            self._process.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-
     def _stderr_text(self) -> str:
         stderr = getattr(self, "_stderr", None)
         if stderr is None:
@@ -416,6 +401,25 @@ class Sandbox:
                 "message": f"tool {name!r} returned a {type(value).__name__}, which cannot be sent as JSON",
             }
         return {"ok": True, "value": value}
+
+
+def _release(
+    process: subprocess.Popen,
+    control: _Channel,
+    cgroups: Cgroups,
+    scratch: tempfile.TemporaryDirectory,
+    stderr: Any,
+) -> None:
+    """Stop a template and everything under it: closing its control socket makes it kill all and exit."""
+    control.close()
+    try:
+        process.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    cgroups.remove()
+    scratch.cleanup()
+    stderr.close()
 
 
 def _result_from(message: dict, tool_calls: int) -> ExecutionResult:

@@ -158,7 +158,14 @@ def _smolagents_state_mb() -> float:
 
 
 def _row(name: str, values: dict[str, str], target: str = "") -> list[str]:
-    return [name, values.get("exec", "-"), values.get("smol", "-"), values.get("ours", "-"), values.get("ratio", "-"), target]
+    return [
+        name,
+        values.get("exec", "-"),
+        values.get("smol", "-"),
+        values.get("ours", "-"),
+        values.get("ratio", "-"),
+        target,
+    ]
 
 
 def _ms(seconds: float) -> str:
@@ -200,7 +207,9 @@ def main() -> None:
     rows = []
     rows += _step_rows(TRIVIAL, "trivial step", args.repeats, runners, "<= 0.3 ms, faster than smolagents")
     rows += _step_rows(TOOL_CALL, "tool-call step", args.repeats, runners, "")
-    rows += _step_rows(CPU_BOUND, "CPU loop 200k", max(10, args.repeats // 10), runners, ">= 30x faster than smolagents")
+    rows += _step_rows(
+        CPU_BOUND, "CPU loop 200k", max(10, args.repeats // 10), runners, ">= 30x faster than smolagents"
+    )
     resets = {key: _percentiles(_time_resets(runner, args.repeats)) for key, runner in runners.items()}
     rows.append(
         _row(
