@@ -1,7 +1,9 @@
 """codeact_envs: Gymnasium envs whose actions are Python code, run in a sandboxed persistent interpreter."""
 
+from ._collector import Collector, ModelPolicy, OraclePolicy, Trajectory
 from ._env import CodeActEnv, tool
 from ._errors import ManifestError, SandboxError
+from ._hub import EnvInfo, list_envs, push_to_hub
 from ._loading import load_env, load_tasks
 from ._manifest import Manifest
 from ._sandbox import ExecutionResult
@@ -12,19 +14,26 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CodeActEnv",
+    "Collector",
     "Compose",
+    "EnvInfo",
     "ErrorPenalty",
     "ExactMatch",
     "ExecutionResult",
     "Manifest",
     "ManifestError",
+    "ModelPolicy",
+    "OraclePolicy",
     "SandboxError",
     "Step",
     "StepPenalty",
+    "Trajectory",
     "Transform",
     "UnicodeText",
     "UnitTests",
+    "list_envs",
     "load_env",
     "load_tasks",
+    "push_to_hub",
     "tool",
 ]

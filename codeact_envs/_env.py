@@ -157,6 +157,7 @@ class CodeActEnv(gym.Env[str, str]):
             truncated=not terminated and self._steps >= self.max_steps,
             info=info,
             history=tuple(self._history),
+            run_fresh=self._sandbox.run_fresh,
         )
 
     def _rewarded(self, step: Step) -> Step:

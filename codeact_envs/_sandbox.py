@@ -182,11 +182,16 @@ class Sandbox:
         self._seed = seed
         self._spawn()
 
-    def run(self, code: str) -> ExecutionResult:
-        """Execute `code` in the episode's namespace; tool calls are served here, on the host."""
+    def run(self, code: str, *, timeout_s: float | None = None) -> ExecutionResult:
+        """Execute `code` in the episode's namespace; tool calls are served here, on the host.
+
+        Args:
+            code: Python source.
+            timeout_s: Overrides the sandbox's `timeout_s` for this call.
+        """
         if self._episode is None:
             raise RuntimeError("the sandbox has no episode: call reset() first")
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         tool_calls = 0
         try:
             self._episode.send({"op": "exec", "code": code})
@@ -218,6 +223,21 @@ class Sandbox:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+    def run_fresh(self, code: str, *, timeout_s: float | None = None) -> ExecutionResult:
+        """Run `code` in a fresh interpreter without tools, then kill it; the current episode is lost."""
+        self.reset()
+        try:
+            return self.run(code, timeout_s=timeout_s)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        """Kill every process of the current episode without waiting; the next `reset()` starts afresh."""
+        if self._episode is not None:
+            self._control.send({"op": "kill"})
+            self._episode.close()
+            self._episode = None
 
     @property
     def template_pid(self) -> int | None:

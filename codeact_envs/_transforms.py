@@ -4,11 +4,11 @@ import dataclasses
 import math
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._sandbox import ExecutionResult, Sandbox
+from ._sandbox import ExecutionResult
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class Step:
         truncated: Whether the episode was cut by `max_steps`.
         info: Gymnasium's info dict; `info["rewards"]` holds every reward component by name.
         history: The earlier `(action, execution)` pairs of the episode, oldest first.
+        run_fresh: Runs code in a fresh interpreter of the env's sandbox, for checks on the episode's last
+            step: `run_fresh(code, timeout_s=...) -> ExecutionResult`. The agent's interpreter is gone after.
     """
 
     task: dict[str, Any]
@@ -36,6 +38,7 @@ class Step:
     truncated: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     history: tuple[tuple[str, ExecutionResult], ...] = ()
+    run_fresh: Callable[..., ExecutionResult] | None = field(default=None, repr=False, compare=False)
 
     @property
     def done(self) -> bool:
@@ -169,31 +172,23 @@ class UnitTests(Transform):
     """Reward 1.0 when the task's tests pass against the agent's program, else 0.0, on the last step.
 
     The agent's program is the episode's actions since its interpreter last started. They are replayed
-    in a fresh sandbox (never the agent's live namespace); then the task's test code runs in a copy of the
-    program's namespace where the original builtins are restored (names shadowing a builtin are dropped,
-    modules the program imported are imported afresh), and `check(candidate)` is called on the function
-    named by the task's entry point. A pass needs the check to return normally: an exit, a crash, a timeout, an
-    exception of any kind, or builtins patched by the agent do not count as a pass.
+    in a fresh interpreter of the env's sandbox (never the agent's live namespace); then the task's test
+    code runs in a copy of the program's namespace where the original builtins are restored (names
+    shadowing a builtin are dropped, modules the program imported are imported afresh), and
+    `check(candidate)` is called on the function named by the task's entry point. A pass needs the check
+    to return normally: an exit, a crash, a timeout, an exception of any kind, or builtins patched by the
+    agent do not count as a pass.
 
     Args:
         test_column: Task column with test code that defines `check(candidate)`.
         entry_point_column: Task column with the name of the function under test.
         timeout_s: Time limit for replaying the program and running the tests.
-        memory_mb: Address-space limit of the test interpreter.
     """
 
-    def __init__(
-        self,
-        test_column: str = "test",
-        entry_point_column: str = "entry_point",
-        timeout_s: float = 10.0,
-        memory_mb: int = 1024,
-    ):
+    def __init__(self, test_column: str = "test", entry_point_column: str = "entry_point", timeout_s: float = 10.0):
         self.test_column = test_column
         self.entry_point_column = entry_point_column
         self.timeout_s = timeout_s
-        self.memory_mb = memory_mb
-        self._sandbox: Sandbox | None = None
 
     def __call__(self, step: Step) -> Step:
         if not step.done:
@@ -202,25 +197,12 @@ class UnitTests(Transform):
 
     def passes(self, step: Step) -> bool:
         """Whether the task's tests pass against the program of `step`'s episode."""
+        if step.run_fresh is None:
+            raise ValueError("UnitTests needs step.run_fresh (a fresh interpreter); CodeActEnv.step provides it")
         nonce = secrets.token_hex(16)
-        sandbox = self._fresh_sandbox()
-        result = sandbox.run(
-            _grader_source(_program(step), step.task[self.test_column], step.task[self.entry_point_column], nonce)
-        )
-        passed = result.error is None and not result.restarted and result.stdout.rstrip().endswith(nonce)
-        sandbox.reset()
-        return passed
-
-    def close(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.close()
-            self._sandbox = None
-
-    def _fresh_sandbox(self) -> Sandbox:
-        if self._sandbox is None:
-            self._sandbox = Sandbox(timeout_s=self.timeout_s, memory_mb=self.memory_mb, max_output_chars=1000)
-        self._sandbox.reset()
-        return self._sandbox
+        grader = _grader_source(_program(step), step.task[self.test_column], step.task[self.entry_point_column], nonce)
+        result = step.run_fresh(grader, timeout_s=self.timeout_s)
+        return result.error is None and not result.restarted and result.stdout.rstrip().endswith(nonce)
 
 
 def _program(step: Step) -> list[str]:

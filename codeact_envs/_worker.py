@@ -14,6 +14,7 @@ import io
 import json
 import linecache
 import os
+import random
 import resource
 import select
 import shutil
@@ -260,15 +261,13 @@ def _apply_limits(config: dict) -> None:
 
 
 def _prefer_for_oom_kill() -> None:
-    """When the episode's memory cgroup is full, the kernel kills episode processes, not the template."""
+    """Inherited by every episode process: when the memory cgroup is full, the kernel kills the biggest."""
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
         f.write("1000")
 
 
 def _seed_random(seed: int | None) -> None:
     if seed is not None:
-        import random
-
         random.seed(seed)
 
 
@@ -277,9 +276,6 @@ def _run_episode(control: socket.socket, episode_fd: int, config: dict) -> None:
     try:
         control.close()
         os.setsid()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        _prefer_for_oom_kill()
         os.chdir(config["work_dir"])
         _apply_limits(config)
         _seed_random(config["seed"])
@@ -301,19 +297,16 @@ class _Template:
 
     def serve(self) -> None:
         _send_line(self.control, {"op": "ready"})
+        reader = _ControlReader(self.control)
         while True:
-            message, fds = _receive_with_fds(self.control)
-            if message is None:
-                self.kill_episode()
-                return
+            message = reader.receive()
             self.kill_episode()
+            if message is None:
+                return
             if message["op"] == "spawn":
                 _empty_folders(message["config"]["scratch_dirs"])
-                pid = self.fork(fds[0], message["config"])
+                pid = self.fork(reader.take_fd(), message["config"])
                 _send_line(self.control, {"op": "spawned", "pid": pid})
-            else:
-                _close_all(fds)
-                _send_line(self.control, {"op": "killed"})
 
     def fork(self, episode_fd: int, config: dict) -> int:
         pid = os.fork()
@@ -363,11 +356,6 @@ def _kill_session(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)
-
-
 def _empty_folders(folders: list[str]) -> None:
     for folder in folders:
         if os.path.isdir(folder):
@@ -387,20 +375,42 @@ def _send_line(sock: socket.socket, message: dict) -> None:
     sock.sendall(json.dumps(message).encode() + b"\n")
 
 
-def _receive_with_fds(sock: socket.socket) -> tuple[dict | None, list[int]]:
-    """Read one control message; a spawn carries the episode's socket as an attached descriptor.
+class _ControlReader:
+    """Control messages from the host, one JSON line each; a spawn's socket arrives as an attached descriptor.
 
+    Several messages may arrive in one read (a kill is not answered), so lines and descriptors are queued.
     Orphans of the episode are reaped while waiting, since this process is their init.
     """
-    while not select.select([sock], [], [], _REAP_INTERVAL_S)[0]:
-        _reap_zombies()
-    data, fds, _, _ = socket.recv_fds(sock, _CONTROL_BUFFER, _MAX_FDS_PER_MESSAGE)
-    while data and not data.endswith(b"\n"):
-        more = sock.recv(_CONTROL_BUFFER)
-        if not more:
-            return None, list(fds)
-        data += more
-    return (json.loads(data) if data else None), list(fds)
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buffer = b""
+        self.fds: list[int] = []
+
+    def receive(self) -> dict | None:
+        while b"\n" not in self.buffer:
+            while not select.select([self.sock], [], [], _REAP_INTERVAL_S)[0]:
+                _reap_zombies()
+            data, fds, _, _ = socket.recv_fds(self.sock, _CONTROL_BUFFER, _MAX_FDS_PER_MESSAGE)
+            if not data:
+                return None
+            self.buffer += data
+            self.fds += fds
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line)
+
+    def take_fd(self) -> int:
+        return self.fds.pop(0)
+
+
+def _set_signals_for_episodes() -> None:
+    """Dispositions set once here and inherited by every fork.
+
+    SIGINT gets its default action: as PID 1 of the namespace the template then ignores it from episode
+    code. SIGXFSZ is ignored so that a write past the file-size limit fails with an error, not a kill.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 def _make_undumpable() -> None:
@@ -414,7 +424,8 @@ def main() -> None:
     for path in sys.argv[3:]:
         site.addsitedir(path)
     _make_undumpable()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_signals_for_episodes()
+    _prefer_for_oom_kill()
     gc.collect()
     gc.freeze()
     _Template(control).serve()
