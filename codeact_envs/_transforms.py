@@ -1,5 +1,6 @@
 """Rewards as transforms on `step()`, torchvision style: `Step -> Step` callables and a `Compose` loop."""
 
+import ast
 import dataclasses
 import math
 import re
@@ -174,7 +175,8 @@ class UnitTests(Transform):
     The agent's program is the episode's actions since its interpreter last started. They are replayed
     in a fresh interpreter of the env's sandbox (never the agent's live namespace); then the task's test
     code runs in a copy of the program's namespace where the original builtins are restored (names
-    shadowing a builtin are dropped, modules the program imported are imported afresh), and
+    shadowing a builtin are dropped, attributes the program replaced in the modules the tests import are
+    put back, modules the program imported are imported afresh), and
     `check(candidate)` is called on the function named by the task's entry point. A pass needs the check
     to return normally: an exit, a crash, a timeout, an exception of any kind, or builtins patched by the
     agent do not count as a pass.
@@ -218,6 +220,7 @@ _GRADER = """\
 import builtins as _builtins, sys as _sys
 _pristine_builtins = dict(vars(_builtins))
 _modules_before = set(_sys.modules)
+_module_dicts = {{_name: dict(vars(__import__(_name))) for _name in {test_modules!r}}}
 _agent = {{"__name__": "__main__", "__builtins__": _builtins}}
 for _source in {actions!r}:
     try:
@@ -230,6 +233,11 @@ for _key in _builtins_dict.keys() - _pristine_builtins.keys():
     del _builtins_dict[_key]
 for _name in set(_sys.modules) - _modules_before:
     del _sys.modules[_name]
+for _name, _saved in _module_dicts.items():
+    _current = vars(_sys.modules[_name])
+    _current.update(_saved)
+    for _key in _current.keys() - _saved.keys():
+        del _current[_key]
 _tests = {{_name: _value for _name, _value in _agent.items() if _name not in _pristine_builtins}}
 _tests.update(__name__="__tests__", __builtins__=_pristine_builtins)
 exec(compile({tests!r}, "<tests>", "exec"), _tests)
@@ -239,4 +247,21 @@ print({nonce!r})
 
 
 def _grader_source(actions: list[str], tests: str, entry_point: str, nonce: str) -> str:
-    return _GRADER.format(actions=actions, tests=tests, entry_point=entry_point, nonce=nonce)
+    return _GRADER.format(
+        actions=actions, tests=tests, entry_point=entry_point, nonce=nonce, test_modules=_imported_modules(tests)
+    )
+
+
+def _imported_modules(source: str) -> list[str]:
+    """Top-level modules that `source` imports: the grader restores their attributes after the program ran."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return sorted(names)
