@@ -1,5 +1,6 @@
 """codeact_envs: Gymnasium envs whose actions are Python code, run in a sandboxed persistent interpreter."""
 
+from ._check import CheckReport, check
 from ._collector import Collector, ModelPolicy, OraclePolicy, Trajectory
 from ._env import CodeActEnv, tool
 from ._errors import ManifestError, SandboxError
@@ -13,6 +14,7 @@ from ._transforms import Compose, ErrorPenalty, ExactMatch, Step, StepPenalty, T
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckReport",
     "CodeActEnv",
     "Collector",
     "Compose",
@@ -31,6 +33,7 @@ __all__ = [
     "Transform",
     "UnicodeText",
     "UnitTests",
+    "check",
     "list_envs",
     "load_env",
     "load_tasks",

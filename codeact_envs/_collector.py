@@ -406,7 +406,9 @@ class _ProgressBar:
         self.rewards.append(trajectory.reward)
         self.steps += len(trajectory.actions)
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        self.bar.set_postfix(mean_reward=f"{np.mean(self.rewards):.3f}", steps_per_s=f"{self.steps / elapsed:.1f}")
+        self.bar.set_postfix(
+            mean_reward=f"{np.mean(self.rewards):.3f}", steps_per_s=f"{self.steps / elapsed:.1f}", refresh=False
+        )
         self.bar.update(1)
 
     def close(self) -> None:

@@ -57,7 +57,7 @@ def download_env(repo_id: str, *, revision: str | None, token: str | bool | None
             f"no dataset repo {repo_id!r} at {_endpoint()}; check the repo id, or pass token= if the repo is private"
         ) from e
     except LocalEntryNotFoundError as e:
-        raise _unavailable(repo_id, revision) from e
+        raise _unavailable(repo_id, revision, e) from e
     return Path(folder), Path(folder).name
 
 
@@ -66,7 +66,7 @@ def push_to_hub(
     repo_id: str,
     *,
     private: bool | None = None,
-    token: str | None = None,
+    token: str | bool | None = None,
     commit_message: str = "Upload codeact env",
 ) -> str:
     """Check an env folder, then publish it as a Hub dataset repo in one commit.
@@ -103,7 +103,7 @@ def push_to_hub(
     return commit.oid
 
 
-def list_envs(*, token: str | None = None) -> list[EnvInfo]:
+def list_envs(*, token: str | bool | None = None) -> list[EnvInfo]:
     """The envs published on the Hub: its dataset repos tagged `codeact-env`.
 
     Args:
@@ -121,20 +121,26 @@ def _endpoint() -> str:
     return constants.ENDPOINT
 
 
-def _unavailable(repo_id: str, revision: str | None) -> ConnectionError:
+def _unavailable(repo_id: str, revision: str | None, error: Exception) -> ConnectionError:
     """The error for an env that the Hub cannot serve now and that the cache does not hold (in full)."""
     from huggingface_hub import constants
 
     wanted = f"{repo_id!r}" if revision is None else f"{repo_id!r} at revision {revision!r}"
     if constants.HF_HUB_OFFLINE:
         return ConnectionError(
-            f"HF_HUB_OFFLINE is set and the cache has no complete copy of {wanted}; "
-            "unset HF_HUB_OFFLINE to download it"
+            f"HF_HUB_OFFLINE is set and the cache has no complete copy of {wanted}; unset HF_HUB_OFFLINE to download it"
         )
     return ConnectionError(
-        f"could not reach the Hub at {_endpoint()} to download {wanted}, and the cache has no complete copy; "
-        "check the network and HF_ENDPOINT (set HF_HUB_OFFLINE=1 to load envs from the cache only)"
+        f"could not reach the Hub at {_endpoint()} ({_summary(error.__cause__ or error)}) to download {wanted}, "
+        "and the cache has no complete copy; check the network and HF_ENDPOINT "
+        "(set HF_HUB_OFFLINE=1 to load envs from the cache only)"
     )
+
+
+def _summary(error: BaseException) -> str:
+    """`Type: first line of the message`, to quote an error inside another."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _checked(folder: Path) -> Manifest:
@@ -168,7 +174,8 @@ def _check_data_for_a_new_card(folder: Path, manifest: Manifest) -> None:
     """A card written by push_to_hub points each split at `data/<split>-*.parquet`: those files must exist."""
     if (folder / CARD_FILE).is_file() or manifest.dataset is not None:
         return
-    missing = [f"data/{split}-*.parquet" for split in manifest.splits if not any(folder.glob(f"data/{split}-*.parquet"))]
+    patterns = [f"data/{split}-*.parquet" for split in manifest.splits]
+    missing = [pattern for pattern in patterns if not any(folder.glob(pattern))]
     if missing:
         raise FileNotFoundError(
             f"{folder} has no {CARD_FILE} and no files matching {', '.join(missing)}; name the task files so, "

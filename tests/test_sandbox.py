@@ -245,14 +245,15 @@ def _processes_named(name: str) -> list[int]:
 
 def test_close_leaves_no_child_process_and_no_temp_dir(make_env):
     before = set(_descendants())
-    temp_before = set(Path("/tmp").glob("codeact-*"))
     env = make_env()
     env.reset()
     run(env, "import subprocess\nsubprocess.Popen(['setsid', 'sleep', '60'])\nsubprocess.Popen(['sleep', '60'])")
+    scratch = Path(env._sandbox._scratch.name)
     assert set(_descendants()) - before
+    assert scratch.is_dir()
     env.close()
     assert set(_descendants()) - before == set()
-    assert set(Path("/tmp").glob("codeact-*")) - temp_before == set()
+    assert not scratch.exists()
 
 
 def _descendants() -> list[int]:
