@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from smolagents.utils import parse_code_blobs
@@ -25,6 +25,7 @@ Answer with a short thought, then the code of your next action in one Python cod
 # your code
 ```"""
 _RESULT_QUEUE_BATCHES = 2
+_ACTOR_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,10 @@ class Collector:
         seed: Seeds every episode (as a function of this seed, the task row and the sample), so a rerun
             reproduces the same episodes.
         progress: Show a progress bar (episodes, mean reward, steps/s).
+        backend: "thread" (envs in this process) or "ray" (envs in Ray actors; the policy stays here).
+            Ray connects to the cluster you `ray.init(address=...)`-ed, or starts a local one.
+        num_workers: Ray actors sharing the `num_envs` envs (default: one per env); backend "ray" only.
+            Episodes of an actor that dies are run again on a new one.
     """
 
     def __init__(
@@ -266,12 +271,18 @@ class Collector:
         batch_size: int | None = None,
         seed: int = 0,
         progress: bool = False,
+        backend: Literal["thread", "ray"] = "thread",
+        num_workers: int | None = None,
     ):
         if num_envs < 1 or group_size < 1:
             raise ValueError(f"num_envs and group_size must be >= 1, got {num_envs} and {group_size}")
         batch_size = batch_size or -(-num_envs // group_size) * group_size
         if batch_size % group_size:
             raise ValueError(f"batch_size must be a multiple of group_size={group_size}, got {batch_size}")
+        if backend not in ("thread", "ray"):
+            raise ValueError(f"backend must be 'thread' or 'ray', got {backend!r}")
+        if num_workers is not None and (backend != "ray" or num_workers < 1):
+            raise ValueError(f"num_workers={num_workers!r} needs backend='ray' and a value >= 1")
         self.env_fn = env_fn
         self.policy = policy
         self.tasks = tasks
@@ -280,6 +291,10 @@ class Collector:
         self.batch_size = batch_size
         self.seed = seed
         self.progress = progress
+        self.backend = backend
+        self.num_workers = num_workers or num_envs
+        self._pool: Any = None
+        self._lost: tuple[type[BaseException], ...] = ()
         self._stop = threading.Event()
         self._results: queue.Queue = queue.Queue(maxsize=_RESULT_QUEUE_BATCHES * batch_size + num_envs)
         self._threads: list[threading.Thread] = []
@@ -296,13 +311,16 @@ class Collector:
             self.shutdown()
 
     def shutdown(self) -> None:
-        """Stop the workers and close their envs; safe to call more than once."""
+        """Stop the workers and close their envs (and Ray actors); safe to call more than once."""
         self._stop.set()
         while any(thread.is_alive() for thread in self._threads):
             self._drain()
             for thread in self._threads:
                 thread.join(timeout=0.05)
         self._drain()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def __enter__(self) -> "Collector":
         return self
@@ -314,9 +332,14 @@ class Collector:
         episodes = self._episodes()
         lock = threading.Lock()
         split = _split_of(self.tasks)
+        if self.backend == "ray":
+            from ._ray import WorkerPool, actor_lost_errors
+
+            self._pool = WorkerPool(self.env_fn, self.num_workers, -(-self.num_envs // self.num_workers))
+            self._lost = actor_lost_errors()
         for index in range(self.num_envs):
             thread = threading.Thread(
-                target=self._work, args=(episodes, lock, split), name=f"codeact-collector-{index}", daemon=True
+                target=self._work, args=(index, episodes, lock, split), name=f"codeact-collector-{index}", daemon=True
             )
             thread.start()
             self._threads.append(thread)
@@ -326,17 +349,18 @@ class Collector:
             for sample in range(self.group_size):
                 yield _Episode(row, sample, episode_seed(self.seed, row, sample), task)
 
-    def _work(self, episodes: Iterator[_Episode], lock: threading.Lock, split: str | None) -> None:
+    def _work(self, index: int, episodes: Iterator[_Episode], lock: threading.Lock, split: str | None) -> None:
         """Worker thread: own one env, take the next episode, play it, hand the trajectory over."""
         env, episode = None, None
         try:
-            env = self.env_fn()
+            env = self._pool.env(index) if self._pool is not None else self.env_fn()
             while not self._stop.is_set():
                 with lock:
                     episode = next(episodes, None)
                 if episode is None:
                     break
-                self._put(run_episode(env, self.policy, episode, split))
+                env, trajectory = self._play(env, episode, split)
+                self._put(trajectory)
                 episode = None
         except BaseException as e:
             self._put(_Failure(e, episode))
@@ -344,6 +368,18 @@ class Collector:
             if env is not None:
                 env.close()
             self._put(_WORKER_DONE)
+
+    def _play(self, env: Any, episode: _Episode, split: str | None) -> tuple[Any, Trajectory]:
+        """Run one episode; when its Ray actor died, run it again on a new actor (a few times at most)."""
+        attempts = 0
+        while True:
+            try:
+                return env, run_episode(env, self.policy, episode, split)
+            except self._lost:
+                attempts += 1
+                if attempts > _ACTOR_RETRIES:
+                    raise
+                env = self._pool.replace(env)
 
     def _put(self, item: Any) -> None:
         while not self._stop.is_set():

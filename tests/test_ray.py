@@ -1,0 +1,109 @@
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_collector import TASKS, make_numbers_env, solver
+
+from codeact_envs import Collector
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for the whole session, bound to 127.0.0.1."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        object_store_memory=80 * 1024**2,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}},
+    )
+    yield ray
+    ray.shutdown()
+
+
+def _collect(**kwargs):
+    options = {"env_fn": make_numbers_env, "policy": solver, "tasks": TASKS, "num_envs": 2, "seed": 5} | kwargs
+    with Collector(**options) as collector:
+        return [t for batch in collector for t in batch]
+
+
+def _summary(trajectories):
+    return sorted((t.row, t.sample, t.seed, tuple(t.actions), tuple(t.observations), t.reward) for t in trajectories)
+
+
+def test_ray_gives_the_same_trajectories_as_threads_for_the_same_seed(local_ray):
+    threads = _collect(group_size=2)
+    actors = _collect(group_size=2, backend="ray", num_workers=2)
+    assert _summary(actors) == _summary(threads)
+    assert len(actors) == 12
+
+
+def test_ray_actors_can_host_several_envs_each(local_ray):
+    trajectories = _collect(backend="ray", num_envs=4, num_workers=2)
+    assert sorted(t.row for t in trajectories) == list(range(6))
+
+
+def test_no_task_runs_twice_without_group_size(local_ray):
+    trajectories = _collect(backend="ray", num_workers=2, tasks=TASKS * 3)
+    assert sorted(t.row for t in trajectories) == list(range(18))
+
+
+def test_killing_an_actor_mid_run_loses_no_task(local_ray):
+    started = threading.Event()
+
+    def slow_solver(messages):
+        started.set()
+        time.sleep(0.05)
+        return solver(messages)
+
+    def kill_one_actor(collector):
+        started.wait(timeout=30)
+        time.sleep(0.2)
+        worker = collector._pool.workers[0]
+        os.kill(ray.get(worker.pid.remote()), signal.SIGKILL)
+
+    tasks = TASKS * 4
+    with Collector(make_numbers_env, slow_solver, tasks, num_envs=2, backend="ray", num_workers=2) as collector:
+        killer = threading.Thread(target=kill_one_actor, args=(collector,))
+        killer.start()
+        trajectories = [t for batch in collector for t in batch]
+        killer.join()
+    assert sorted(t.row for t in trajectories) == list(range(len(tasks)))
+    assert all(t.reward == 1.0 for t in trajectories)
+
+
+def test_shutdown_leaves_no_actor_and_no_sandbox_process(local_ray):
+    _collect(backend="ray", num_workers=2)
+    deadline = time.monotonic() + 10
+    while (_processes("EnvWorker") or _processes("bwrap")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes("EnvWorker") == []
+    assert _processes("bwrap") == []
+
+
+def _processes(name: str) -> list[int]:
+    """PIDs of processes whose name or command line mentions `name` (Ray titles actors `ray::Class...`)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        text = " ".join([process.info["name"] or "", *(process.info["cmdline"] or [])])
+        if name in text:
+            found.append(process.pid)
+    return found
+
+
+def test_num_workers_needs_the_ray_backend():
+    with pytest.raises(ValueError, match="needs backend='ray'"):
+        Collector(make_numbers_env, solver, TASKS, num_workers=2)
+
+
+def test_an_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="backend must be"):
+        Collector(make_numbers_env, solver, TASKS, backend="dask")
