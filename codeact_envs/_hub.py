@@ -1,7 +1,7 @@
 """The Hugging Face Hub side: env repos are dataset repos with an `environment.yaml` at their root.
 
-`huggingface_hub` is imported inside the functions: it reads `HF_ENDPOINT` and `HF_HUB_OFFLINE` once, when
-first imported, so `import codeact_envs` leaves that moment to the user.
+`huggingface_hub` is imported where it is used: it reads `HF_ENDPOINT` and `HF_HUB_OFFLINE` once, when first
+imported, and importing this module should not be what fixes them.
 """
 
 import contextlib
@@ -18,7 +18,8 @@ from ._env import CodeActEnv
 from ._loading import CODE_PATTERNS, load_env, load_tasks
 from ._manifest import Manifest
 
-HUB_TAGS = ("rl-environment", "codeact-env")
+ENV_TAG = "codeact-env"
+HUB_TAGS = ("rl-environment", ENV_TAG)
 CARD_FILE = "README.md"
 _MIRRORED = "*"
 _NOT_UPLOADED = ["__pycache__/*", "*/__pycache__/*"]
@@ -111,7 +112,7 @@ def list_envs(*, token: str | bool | None = None) -> list[EnvInfo]:
     """
     from huggingface_hub import HfApi
 
-    repos = HfApi(token=token).list_datasets(filter="codeact-env", expand=["description", "lastModified"])
+    repos = HfApi(token=token).list_datasets(filter=ENV_TAG, expand=["description", "lastModified"])
     return [EnvInfo(repo.id, repo.description or "", repo.last_modified) for repo in repos]
 
 

@@ -1,4 +1,5 @@
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,3 +54,91 @@ def run(env: CodeActEnv, code: str) -> str:
     """Step `env` with `code` and return the observation."""
     observation, *_ = env.step(code)
     return observation
+
+
+_HUB_SETTINGS_THAT_WOULD_WIN = (
+    "HF_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_ASSETS_CACHE",
+    "HF_DATASETS_CACHE",
+    "HF_MODULES_CACHE",
+    "HF_XET_CACHE",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HUGGINGFACE_CO_STAGING",
+)
+_TEST_HUB = pytest.StashKey()
+
+
+def pytest_configure(config):
+    """Bind a test Hub on 127.0.0.1 and point `huggingface_hub` and `datasets` at it, with a throwaway HF_HOME.
+
+    Both libraries read these variables when first imported. This runs in the pytest process before any test
+    module is imported, and makes a library that `import codeact_envs` already imported read them again (its
+    constants module only). Processes that merely import this file (Ray workers) inherit the variables.
+    """
+    import importlib
+    import os
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from hub_server import HubServer
+
+    server = HubServer(Path(tempfile.mkdtemp(prefix="hub-test-home-")) / "storage")
+    for name in _HUB_SETTINGS_THAT_WOULD_WIN:
+        os.environ.pop(name, None)
+    os.environ.update(
+        HF_ENDPOINT=server.url,
+        HF_HOME=str(server.storage.parent / "hf-home"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_XET="1",
+    )
+    for constants in ("huggingface_hub.constants", "datasets.config"):
+        if constants in sys.modules:
+            importlib.reload(sys.modules[constants])
+    config.stash[_TEST_HUB] = server
+
+
+def pytest_unconfigure(config):
+    """Stop the test Hub and delete its storage and the HF_HOME of the session."""
+    import shutil
+
+    server = config.stash.get(_TEST_HUB, None)
+    if server is not None:
+        server.stop()
+        shutil.rmtree(server.storage.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def hub(pytestconfig):
+    """The test Hub, serving on 127.0.0.1; `huggingface_hub` and `datasets` send every request to it."""
+    import datasets
+    import huggingface_hub
+
+    server = pytestconfig.stash[_TEST_HUB]
+    endpoints = {"huggingface_hub": huggingface_hub.constants.ENDPOINT, "datasets": datasets.config.HF_ENDPOINT}
+    stale = {name: url for name, url in endpoints.items() if url != server.url}
+    if stale:
+        pytest.fail(f"expected every Hub client to use the test Hub {server.url}, got {stale}")
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for the whole session, bound to 127.0.0.1; its workers can import the test modules."""
+    ray = pytest.importorskip("ray")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        object_store_memory=80 * 1024**2,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}},
+    )
+    yield ray
+    ray.shutdown()

@@ -2,7 +2,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from test_collector import TASKS, make_numbers_env, solver
@@ -10,21 +9,6 @@ from test_collector import TASKS, make_numbers_env, solver
 from codeact_envs import Collector
 
 ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="session")
-def local_ray():
-    """One local Ray for the whole session, bound to 127.0.0.1."""
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        object_store_memory=80 * 1024**2,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}},
-    )
-    yield ray
-    ray.shutdown()
 
 
 def _collect(**kwargs):

@@ -23,7 +23,15 @@ def test_ci_runs_the_readme_test_command_in_a_fresh_venv():
     assert "python3 -m venv" in ci
 
 
+def _fixtures_for(block: str) -> list[str]:
+    """The test Hub for examples that publish, a loopback Ray for examples that scale out."""
+    needs = {"push_to_hub": "hub", 'backend="ray"': "local_ray"}
+    return [fixture for text, fixture in needs.items() if text in block]
+
+
 @pytest.mark.parametrize("block", _code_blocks("python"), ids=lambda block: block.splitlines()[0])
-def test_readme_python_examples_run(block, monkeypatch):
+def test_readme_python_examples_run(block, monkeypatch, request):
+    for fixture in _fixtures_for(block):
+        request.getfixturevalue(fixture)
     monkeypatch.chdir(ROOT)
     exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
