@@ -124,3 +124,20 @@ def test_every_shipped_env_passes_check(env):
     report = check(ROOT / "envs" / env, trust_remote_code=True, max_tasks=None)
     assert report.problems == []
     assert report.tasks_tried > 0
+
+
+def test_push_then_run_by_name_then_list(hub, capsys):
+    assert main(["push", HUMANEVAL, "cli-org/humaneval"]) == 0
+    assert "pushed" in capsys.readouterr().out
+    arguments = ["run", "cli-org/humaneval", "--policy", "oracle", "--trust-remote-code", "--limit", "2"]
+    assert main([*arguments, "--no-progress"]) == 0
+    assert "mean reward  1.000" in capsys.readouterr().out
+    assert main(["list"]) == 0
+    assert "cli-org/humaneval" in capsys.readouterr().out
+
+
+def test_loading_an_unknown_repo_is_a_user_error(hub, capsys):
+    assert main(["run", "cli-org/nothing-here", "--policy", "oracle", "--trust-remote-code"]) == 2
+    err = capsys.readouterr().err
+    assert "no dataset repo 'cli-org/nothing-here'" in err
+    assert "Traceback" not in err

@@ -91,3 +91,11 @@ def test_num_workers_needs_the_ray_backend():
 def test_an_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="backend must be"):
         Collector(make_numbers_env, solver, TASKS, backend="dask")
+
+
+def test_without_ray_installed_the_backend_names_the_install_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"pip install 'codeact-envs\[ray\]'"):
+        list(Collector(make_numbers_env, solver, TASKS, backend="ray"))
