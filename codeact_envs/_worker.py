@@ -280,12 +280,6 @@ def _apply_limits(config: dict) -> None:
             resource.setrlimit(kind, (value, value))
 
 
-def _prefer_for_oom_kill() -> None:
-    """Inherited by every episode process: when the memory cgroup is full, the kernel kills the biggest."""
-    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
-        f.write("1000")
-
-
 def _seed_random(seed: int | None) -> None:
     if seed is not None:
         random.seed(seed)
@@ -453,7 +447,6 @@ def main() -> None:
     _make_undumpable()
     _preload(_PRELOADED_MODULES)
     _set_signals_for_episodes()
-    _prefer_for_oom_kill()
     gc.collect()
     gc.freeze()
     _Template(control).serve()

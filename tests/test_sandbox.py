@@ -355,3 +355,22 @@ def test_memory_spread_over_many_processes_is_capped(make_env):
     killed = run(env, code)
     assert int(killed) >= 4
     assert run(env, "print('alive')") == "alive"
+
+
+@pytest.mark.parametrize(
+    "path", ["/proc/sys/vm/swappiness", "/proc/sys/kernel/domainname", "/proc/self/oom_score_adj", "/dev/evil"]
+)
+def test_kernel_settings_and_dev_are_read_only(env, path):
+    before = Path(path).read_text() if path.startswith("/proc/sys") else None
+    observation = run(env, f"open({path!r}, 'w').write('1')")
+    assert "Read-only file system" in observation
+    if before is not None:
+        assert Path(path).read_text() == before
+
+
+def test_shared_memory_works_and_is_emptied_by_reset(env):
+    assert run(env, "open('/dev/shm/block', 'w').write('x')") == "1"
+    pool = "import multiprocessing\nwith multiprocessing.Pool(2) as pool:\n    print(pool.map(abs, [-1, -2]))"
+    assert run(env, pool) == "[1, 2]"
+    env.reset()
+    assert run(env, "import os\nos.listdir('/dev/shm')") == "[]"
