@@ -56,6 +56,19 @@ def run(env: CodeActEnv, code: str) -> str:
     return observation
 
 
+def play(env: CodeActEnv, task: dict, *actions: str, seed: int = 0) -> tuple[float, list[str], dict]:
+    """Total reward, observations and last info of an episode that plays `actions` until it ends."""
+    env.reset(seed=seed, options={"task": task})
+    total, observations = 0.0, []
+    for action in actions:
+        observation, reward, terminated, truncated, info = env.step(action)
+        total += reward
+        observations.append(observation)
+        if terminated or truncated:
+            return total, observations, info
+    raise AssertionError("the episode did not end")
+
+
 _HUB_SETTINGS_THAT_WOULD_WIN = (
     "HF_TOKEN",
     "HF_TOKEN_PATH",

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import play, run
 from gymnasium.utils.env_checker import check_env
 
 from codeact_envs import load_env, load_tasks
@@ -29,24 +30,6 @@ def game(tasks):
     return task
 
 
-def _episode(env, task, *actions: str, seed: int = 0) -> tuple[float, list[str], dict]:
-    """Total reward, observations and last info of an episode that plays `actions` until it ends."""
-    env.reset(seed=seed, options={"task": task})
-    total, observations = 0.0, []
-    for action in actions:
-        observation, reward, terminated, truncated, info = env.step(action)
-        total += reward
-        observations.append(observation)
-        if terminated or truncated:
-            return total, observations, info
-    raise AssertionError("the episode did not end")
-
-
-def _call(env, code: str) -> str:
-    observation, *_ = env.step(code)
-    return observation
-
-
 def _built_at_run_time(texts: list[str]) -> str:
     """Source of a list of `texts` joined from single characters, so the source does not contain them."""
     return "[" + ", ".join(f"''.join({list(text)!r})" for text in texts) + "]"
@@ -66,23 +49,23 @@ def test_gymnasium_check_env_passes_in_both_render_modes():
 
 
 def test_the_oracle_finds_the_fleet_on_every_game(env, tasks):
-    failed = [task["task_id"] for task in tasks if _episode(env, task, env.oracle(task))[0] != 1.0]
+    failed = [task["task_id"] for task in tasks if play(env, task, env.oracle(task))[0] != 1.0]
     assert failed == []
 
 
 def test_the_oracle_needs_fewer_shots_than_the_budget_allows(env, tasks):
     for task in tasks:
-        _, _, info = _episode(env, task, env.oracle(task))
+        _, _, info = play(env, task, env.oracle(task))
         shots = info["execution"].tool_calls - 1
         assert shots <= task["max_shots"] < task["size"] ** 2
 
 
 def test_a_final_answer_of_none_gets_zero(env, tasks):
-    assert [_episode(env, task, "final_answer(None)")[0] for task in tasks] == [0.0] * 24
+    assert [play(env, task, "final_answer(None)")[0] for task in tasks] == [0.0] * 24
 
 
 def test_doing_nothing_until_max_steps_gets_zero(env, game):
-    reward, observations, info = _episode(env, game, *["pass"] * 20)
+    reward, observations, info = play(env, game, *["pass"] * 20)
     assert reward == 0.0
     assert len(observations) == env.max_steps == 20
     assert info["rewards"] == {"FleetFound": 0.0}
@@ -90,25 +73,25 @@ def test_doing_nothing_until_max_steps_gets_zero(env, game):
 
 def test_naming_the_fleet_in_any_order_and_case_wins(env, game):
     answer = "final_answer(['b6', 'B5', 'c3', 'B3', 'C1', 'B1', 'A1'])"
-    assert _episode(env, game, answer)[0] == 1.0
+    assert play(env, game, answer)[0] == 1.0
 
 
 def test_a_fleet_with_a_cell_missing_or_added_gets_zero(env, game):
-    assert _episode(env, game, "final_answer(['A1', 'B1', 'C1', 'B3', 'C3', 'B5'])")[0] == 0.0
-    assert _episode(env, game, "final_answer(['A1', 'B1', 'C1', 'B3', 'C3', 'B5', 'B6', 'D1'])")[0] == 0.0
+    assert play(env, game, "final_answer(['A1', 'B1', 'C1', 'B3', 'C3', 'B5'])")[0] == 0.0
+    assert play(env, game, "final_answer(['A1', 'B1', 'C1', 'B3', 'C3', 'B5', 'B6', 'D1'])")[0] == 0.0
 
 
 def test_fire_tells_miss_hit_or_sunk(env, game):
     env.reset(options={"task": game})
-    assert _call(env, "[fire(cell) for cell in ['A2', 'B5', 'b6']]") == "['miss', 'hit', 'sunk']"
+    assert run(env, "[fire(cell) for cell in ['A2', 'B5', 'b6']]") == "['miss', 'hit', 'sunk']"
 
 
 def test_the_board_shows_only_what_the_player_has_seen(env, game):
     env.reset(options={"task": game})
-    before = _call(env, "print(board())")
+    before = run(env, "print(board())")
     assert set(before.split("shots left")[0]) <= set(" .\nABCDEF123456")
-    _call(env, "fire('A2'), fire('A1'), fire('B5'), fire('B6')")
-    assert _call(env, "print(board())") == (
+    run(env, "fire('A2'), fire('A1'), fire('B5'), fire('B6')")
+    assert run(env, "print(board())") == (
         "   1  2  3  4  5  6\n"
         "A  x  o  .  .  .  .\n"
         "B  .  .  .  .  #  #\n"
@@ -122,29 +105,29 @@ def test_the_board_shows_only_what_the_player_has_seen(env, game):
 
 def test_status_counts_shots_and_sunk_ships_only(env, game):
     env.reset(options={"task": game})
-    _call(env, "fire('B5'), fire('B6'), fire('F6')")
+    run(env, "fire('B5'), fire('B6'), fire('F6')")
     status = "{'size': 6, 'fleet': [3, 2, 2], 'sunk': [2], 'shots_fired': 3, 'shots_left': 22}"
-    assert _call(env, "status()") == status
+    assert run(env, "status()") == status
 
 
 def test_firing_twice_at_a_cell_is_refused_and_costs_no_shot(env, game):
     env.reset(options={"task": game})
-    _call(env, "fire('D4')")
-    assert "ValueError: 'D4' was already fired at (miss); fire at another cell" in _call(env, "fire('D4')")
-    assert _call(env, "status()['shots_left']") == "24"
+    run(env, "fire('D4')")
+    assert "ValueError: 'D4' was already fired at (miss); fire at another cell" in run(env, "fire('D4')")
+    assert run(env, "status()['shots_left']") == "24"
 
 
 def test_a_cell_off_the_board_is_refused_with_what_a_cell_looks_like(env, game):
     env.reset(options={"task": game})
-    assert "use a row A-F and a column 1-6, e.g. 'B7'" in _call(env, "fire('G1')")
+    assert "use a row A-F and a column 1-6, e.g. 'B7'" in run(env, "fire('G1')")
 
 
 def test_no_shot_is_allowed_past_the_budget(env, game):
     env.reset(options={"task": game})
     cells = "[row + str(col) for row in 'DEF' for col in range(1, 7)] + ['A4', 'A5', 'A6', 'C5', 'C6', 'A3', 'A2']"
-    _call(env, f"for cell in {cells}:\n    fire(cell)")
-    assert _call(env, "status()['shots_left']") == "0"
-    assert "no shots left: all 25 are fired; call final_answer(cells)" in _call(env, "fire('C2')")
+    run(env, f"for cell in {cells}:\n    fire(cell)")
+    assert run(env, "status()['shots_left']") == "0"
+    assert "no shots left: all 25 are fired; call final_answer(cells)" in run(env, "fire('C2')")
 
 
 def test_the_prompt_gives_the_rules_but_not_the_fleet(env, game):
@@ -156,27 +139,27 @@ def test_the_prompt_gives_the_rules_but_not_the_fleet(env, game):
     assert sorted(info["tools"]) == ["board", "fire", "status"]
 
 
-def test_the_same_seed_gives_the_same_episode(env, tasks):
+def test_the_same_seed_gives_the_sameplay(env, tasks):
     actions = [
         "import random\ncells = [r + str(c) for r in 'ABCDEFGH' for c in range(1, 9)]\nrandom.shuffle(cells)",
         "[fire(cell) for cell in cells[:20]]",
         "print(board())",
         "final_answer(cells[:20])",
     ]
-    assert _episode(env, tasks[9], *actions, seed=3)[1] == _episode(env, tasks[9], *actions, seed=3)[1]
+    assert play(env, tasks[9], *actions, seed=3)[1] == play(env, tasks[9], *actions, seed=3)[1]
 
 
 def test_the_agent_code_cannot_read_the_fleet(env, tasks):
     task = tasks[20]
     env.reset(options={"task": task})
-    assert _call(env, _scan_for([repr(ship) for ship in task["ships"]])) == "False"
+    assert run(env, _scan_for([repr(ship) for ship in task["ships"]])) == "False"
 
 
 def test_the_scan_finds_a_fleet_that_is_in_the_sandbox(env, tasks):
     task = tasks[20]
     env.reset(options={"task": task})
-    _call(env, f"open('/tmp/notes.txt', 'w').write({_built_at_run_time([repr(task['ships'][1])])}[0])")
-    assert _call(env, _scan_for([repr(task["ships"][1])])) == "True"
+    run(env, f"open('/tmp/notes.txt', 'w').write({_built_at_run_time([repr(task['ships'][1])])}[0])")
+    assert run(env, _scan_for([repr(task["ships"][1])])) == "True"
 
 
 def _scan_for(texts: list[str]) -> str:
@@ -216,7 +199,7 @@ def test_the_picture_is_an_rgb_image_that_changes_after_a_hit(game):
     assert not np.array_equal(after_miss, after_hit)
 
 
-def test_the_picture_reveals_the_ships_left_afloat_only_after_the_episode(game):
+def test_the_picture_reveals_the_ships_left_afloat_only_after_theplay(game):
     with load_env(BATTLESHIP, trust_remote_code=True, render_mode="rgb_array") as env:
         env.reset(options={"task": game})
         during = env.render()

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from conftest import play
 from gymnasium.utils.env_checker import check_env
 
 from codeact_envs import StepPenalty, load_env, load_tasks
@@ -21,14 +22,7 @@ def tasks(env):
 
 
 def _episode_reward(env, task, *actions: str) -> float:
-    env.reset(seed=0, options={"task": task})
-    total = 0.0
-    for action in actions:
-        _, reward, terminated, truncated, _info = env.step(action)
-        total += reward
-        if terminated or truncated:
-            return total
-    raise AssertionError("the episode did not end")
+    return play(env, task, *actions)[0]
 
 
 def test_the_task_set_has_164_problems_with_their_columns(tasks):

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from conftest import play, run
 from gymnasium.utils.env_checker import check_env
 
 from codeact_envs import load_env, load_tasks
@@ -29,24 +30,6 @@ def tasks(env):
     return load_tasks(env, split="test")
 
 
-def _episode(env, task, *actions: str, seed: int = 0) -> tuple[float, list[str], dict]:
-    """Total reward, observations and last info of an episode that plays `actions` until it ends."""
-    env.reset(seed=seed, options={"task": task})
-    total, observations = 0.0, []
-    for action in actions:
-        observation, reward, terminated, truncated, info = env.step(action)
-        total += reward
-        observations.append(observation)
-        if terminated or truncated:
-            return total, observations, info
-    raise AssertionError("the episode did not end")
-
-
-def _call(env, code: str) -> str:
-    observation, *_ = env.step(code)
-    return observation
-
-
 def test_the_task_set_has_40_questions_with_their_columns(tasks):
     assert tasks.num_rows == 40
     assert tasks.column_names == ["task_id", "family", "question", "answer", "solution"]
@@ -60,33 +43,33 @@ def test_gymnasium_check_env_passes_on_toolchain():
 
 
 def test_the_oracle_answers_every_question_in_one_action(env, tasks):
-    failed = [task["task_id"] for task in tasks if _episode(env, task, env.oracle(task))[0] != 1.0]
+    failed = [task["task_id"] for task in tasks if play(env, task, env.oracle(task))[0] != 1.0]
     assert failed == []
 
 
 def test_every_oracle_action_chains_several_tool_calls(env, tasks):
-    calls = {task["task_id"]: _episode(env, task, env.oracle(task))[2]["execution"].tool_calls for task in tasks}
+    calls = {task["task_id"]: play(env, task, env.oracle(task))[2]["execution"].tool_calls for task in tasks}
     assert min(calls.values()) >= 2
 
 
 def test_a_final_answer_of_none_gets_zero(env, tasks):
-    assert [_episode(env, task, "final_answer(None)")[0] for task in tasks] == [0.0] * 40
+    assert [play(env, task, "final_answer(None)")[0] for task in tasks] == [0.0] * 40
 
 
 def test_doing_nothing_until_max_steps_gets_zero(env, tasks):
-    reward, observations, _ = _episode(env, tasks[0], *["pass"] * 10)
+    reward, observations, _ = play(env, tasks[0], *["pass"] * 10)
     assert reward == 0.0
     assert len(observations) == env.max_steps == 10
 
 
 def test_a_wrong_answer_gets_zero_and_the_right_one_in_any_case_gets_one(env, tasks):
     name_task = next(task for task in tasks if task["family"] == "lightest_affordable")
-    assert _episode(env, name_task, "final_answer('Nomad 12')")[0] == 0.0
-    assert _episode(env, name_task, f"final_answer({name_task['answer'].upper()!r})")[0] == 1.0
+    assert play(env, name_task, "final_answer('Nomad 12')")[0] == 0.0
+    assert play(env, name_task, f"final_answer({name_task['answer'].upper()!r})")[0] == 1.0
 
 
 def test_the_reward_is_recorded_as_the_exact_match_component(env, tasks):
-    _, _, info = _episode(env, tasks[0], env.oracle(tasks[0]))
+    _, _, info = play(env, tasks[0], env.oracle(tasks[0]))
     assert info["rewards"] == {"ExactMatch": 1.0}
 
 
@@ -114,23 +97,23 @@ def test_the_system_prompt_describes_every_tool_with_its_docstring(env):
 
 def test_tools_answer_from_the_tables(env, tasks):
     env.reset(options={"task": tasks[0]})
-    assert _call(env, "get_product('L-100')['name'], distance_km('Paris', 'London')") == "('Aero 13', 460)"
-    assert _call(env, "shipping_quote('Paris', 'London', 2.0)") == "{'cost_eur': 6.0, 'days': 2}"
-    assert _call(env, "add_business_days('2025-04-17', 1)") == "'2025-04-22'"
-    assert _call(env, "round(convert_units(1, 'mi', 'km'), 6), exchange_rate('USD', 'USD')") == "(1.609344, 1.0)"
-    assert _call(env, "[p['sku'] for p in search_products('tablet', in_stock_only=True)]") == "['T-100', 'T-300']"
+    assert run(env, "get_product('L-100')['name'], distance_km('Paris', 'London')") == "('Aero 13', 460)"
+    assert run(env, "shipping_quote('Paris', 'London', 2.0)") == "{'cost_eur': 6.0, 'days': 2}"
+    assert run(env, "add_business_days('2025-04-17', 1)") == "'2025-04-22'"
+    assert run(env, "round(convert_units(1, 'mi', 'km'), 6), exchange_rate('USD', 'USD')") == "(1.609344, 1.0)"
+    assert run(env, "[p['sku'] for p in search_products('tablet', in_stock_only=True)]") == "['T-100', 'T-300']"
 
 
 def test_a_bad_tool_argument_raises_an_error_that_names_the_fix(env, tasks):
     env.reset(options={"task": tasks[0]})
-    assert "ValueError: unknown currency 'BTC'; use one of EUR, USD" in _call(env, "exchange_rate('EUR', 'BTC')")
-    assert "call search_products() to see names and SKUs" in _call(env, "get_product('Aero 14')")
-    assert "cannot convert mass ('kg') to length ('km')" in _call(env, "convert_units(1, 'kg', 'km')")
+    assert "ValueError: unknown currency 'BTC'; use one of EUR, USD" in run(env, "exchange_rate('EUR', 'BTC')")
+    assert "call search_products() to see names and SKUs" in run(env, "get_product('Aero 14')")
+    assert "cannot convert mass ('kg') to length ('km')" in run(env, "convert_units(1, 'kg', 'km')")
 
 
-def test_the_same_seed_gives_the_same_episode(env, tasks):
+def test_the_same_seed_gives_the_sameplay(env, tasks):
     actions = ["import random\nrandom.choice(search_products())['name']", "final_answer(None)"]
-    assert _episode(env, tasks[3], *actions, seed=7)[1] == _episode(env, tasks[3], *actions, seed=7)[1]
+    assert play(env, tasks[3], *actions, seed=7)[1] == play(env, tasks[3], *actions, seed=7)[1]
 
 
 def test_the_reference_answer_and_solution_never_enter_the_agent_sandbox(env, tasks):
@@ -143,7 +126,7 @@ def test_the_reference_answer_and_solution_never_enter_the_agent_sandbox(env, ta
         "    return any(n in repr(o) for o in gc.get_objects() if o is not needles for n in needles)\n"
         "scan()"
     )
-    assert _call(env, code) == "False"
+    assert run(env, code) == "False"
 
 
 def _built_at_run_time(texts: list[str]) -> str:
