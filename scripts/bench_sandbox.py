@@ -173,7 +173,7 @@ def _ms(seconds: float) -> str:
 
 
 def _ratio(theirs: float, ours: float) -> str:
-    return f"{theirs / ours:.1f}x"
+    return f"{theirs / ours:.3g}x"
 
 
 def _print_table(rows: list[list[str]]) -> None:
