@@ -109,7 +109,7 @@ class _Channel:
         self.buffer = bytearray(rest)
         try:
             message = json.loads(line)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise _Hangup from e
         if not isinstance(message, dict):
             raise _Hangup
@@ -212,7 +212,7 @@ class Sandbox:
         except _Timeout:
             self._spawn()
             return ExecutionResult(timed_out=True, restarted=True, tool_calls=tool_calls)
-        except (_Hangup, KeyError, TypeError):
+        except (_Hangup, KeyError, TypeError, ValueError, AttributeError):
             self._spawn()
             return ExecutionResult(restarted=True, tool_calls=tool_calls)
 

@@ -374,3 +374,28 @@ def test_shared_memory_works_and_is_emptied_by_reset(env):
     assert run(env, pool) == "[1, 2]"
     env.reset()
     assert run(env, "import os\nos.listdir('/dev/shm')") == "[]"
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        b"[" * 200_000 + b"\n",
+        b'{"op": "result", "stdout": 1, "stderr": "", "value": null, "error": null, "error_type": null, '
+        b'"stdout_omitted": "many", "stderr_omitted": 0, "answer": null}\n',
+        b'{"op": "tool", "name": ["not", "hashable"]}\n',
+        b'{"op": "result"}\n',
+    ],
+    ids=["deeply nested", "wrong types", "unhashable tool name", "missing fields"],
+)
+def test_malformed_messages_from_the_sandbox_restart_it_and_never_break_the_host(env, forged):
+    code = (
+        "import os\n"
+        "for fd in os.listdir('/proc/self/fd'):\n"
+        "    if os.readlink(f'/proc/self/fd/{fd}').startswith('socket:'):\n"
+        f"        os.write(int(fd), {forged!r})\n"
+        "import time\n"
+        "time.sleep(0.5)"
+    )
+    observation = run(env, code)
+    assert RESTARTED in observation
+    assert run(env, "print('ok')") == "ok"
