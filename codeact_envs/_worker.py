@@ -22,8 +22,10 @@ import signal
 import site
 import socket
 import sys
+import threading
 import time
 import traceback
+import types
 
 _PR_SET_DUMPABLE = 4
 _ACTION_FILENAME = "<action>"
@@ -161,7 +163,7 @@ class _Episode:
         sys.stdout = sys.__stdout__ = self.stdout
         sys.stderr = sys.__stderr__ = self.stderr
         sys.stdin = sys.__stdin__ = open(os.devnull, encoding="utf-8")
-        self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        self.namespace = _main_module_namespace()
         for spec in config["tools"]:
             self.namespace[spec["name"]] = self._tool_stub(spec["name"], spec["doc"])
         self.namespace["final_answer"] = self._final_answer
@@ -229,12 +231,14 @@ class _Episode:
     def _tool_stub(self, name: str, doc: str):
         channel = self.channel
         owner = self.pid
+        one_call_at_a_time = threading.Lock()
 
         def stub(*args, **kwargs):
             if os.getpid() != owner:
                 raise RuntimeError(f"{name}() can only be called from the episode's main process")
-            channel.send({"op": "tool", "name": name, "args": list(args), "kwargs": kwargs})
-            reply = channel.receive()
+            with one_call_at_a_time:
+                channel.send({"op": "tool", "name": name, "args": list(args), "kwargs": kwargs})
+                reply = channel.receive()
             if reply.get("ok"):
                 return reply["value"]
             raise _tool_exception(reply["type"], reply["message"])
@@ -242,6 +246,19 @@ class _Episode:
         stub.__name__ = stub.__qualname__ = name
         stub.__doc__ = doc
         return stub
+
+
+def _main_module_namespace() -> dict:
+    """The namespace of a fresh `__main__` module, installed as `sys.modules["__main__"]` like in `python`.
+
+    `import __main__`, pickling functions by reference (multiprocessing) and dataclasses all find the
+    agent's names there.
+    """
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    main.__annotations__ = {}
+    sys.modules["__main__"] = main
+    return vars(main)
 
 
 def _captured_stream(fd: int, limit: int) -> _CappedText:

@@ -191,3 +191,40 @@ def test_input_without_a_user_raises_eof(env):
 def test_binary_and_original_streams_are_captured(env):
     code = "import sys\nsys.stdout.buffer.write(b'raw\\n')\nprint('orig', file=sys.__stdout__)"
     assert run(env, code) == "raw\norig"
+
+
+def test_names_live_in_a_real_main_module(env):
+    assert run(env, "x = 5\nimport __main__\n__main__.x") == "5"
+
+
+def test_multiprocessing_can_pickle_functions_defined_by_the_agent(env):
+    code = (
+        "def square(v):\n"
+        "    return v * v\n"
+        "import multiprocessing\n"
+        "with multiprocessing.Pool(2) as pool:\n"
+        "    print(pool.map(square, [1, 2, 3]))"
+    )
+    assert run(env, code) == "[1, 4, 9]"
+
+
+def test_dataclasses_defined_by_the_agent_work(env):
+    assert (
+        run(env, "from dataclasses import dataclass\n@dataclass\nclass P:\n    x: int\n    y: int = 0\nP(1)")
+        == "P(x=1, y=0)"
+    )
+
+
+def test_threads_may_call_tools_at_the_same_time(env):
+    code = (
+        "import threading\n"
+        "results = []\n"
+        "def work(i):\n"
+        "    for j in range(20):\n"
+        "        results.append(add(i, j) == i + j)\n"
+        "threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "len(results), all(results)"
+    )
+    assert run(env, code) == "(80, True)"
