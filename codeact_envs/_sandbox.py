@@ -455,16 +455,25 @@ def _release(
     stderr.close()
 
 
+def _text(value: Any) -> str:
+    """Text that any UTF-8 consumer accepts: lone surrogates from the sandbox become backslash escapes."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
 def _result_from(message: dict, tool_calls: int) -> ExecutionResult:
     if message.get("op") != "result":
         raise _Hangup
     answer = message.get("answer")
     return ExecutionResult(
-        stdout=str(message["stdout"]),
-        stderr=str(message["stderr"]),
-        value=message["value"],
-        error=message["error"],
-        error_type=message["error_type"],
+        stdout=_text(message["stdout"]),
+        stderr=_text(message["stderr"]),
+        value=_optional_text(message["value"]),
+        error=_optional_text(message["error"]),
+        error_type=_optional_text(message["error_type"]),
         stdout_omitted=int(message["stdout_omitted"]),
         stderr_omitted=int(message["stderr_omitted"]),
         final_answer=None if answer is None else answer["value"],

@@ -32,6 +32,7 @@ _ACTION_FILENAME = "<action>"
 _WORKER_FILENAME = "<sandbox>"
 _MAX_FDS_PER_MESSAGE = 1
 _CONTROL_BUFFER = 1 << 20
+_MAX_ANSWER_CHARS = 1_000_000
 _REAP_INTERVAL_S = 1.0
 _PRELOADED_MODULES = (
     "bisect",
@@ -225,7 +226,13 @@ class _Episode:
 
     def _final_answer(self, value):
         """Give the final answer and end the episode."""
-        self.answer = {"value": _json_safe(value)}
+        answer = _json_safe(value)
+        size = len(json.dumps(answer))
+        if size > _MAX_ANSWER_CHARS:
+            raise ValueError(
+                f"final_answer got {size} characters of data, more than {_MAX_ANSWER_CHARS}; answer with less"
+            )
+        self.answer = {"value": answer}
         raise _FinalAnswer
 
     def _tool_stub(self, name: str, doc: str):

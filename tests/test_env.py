@@ -228,3 +228,15 @@ def test_threads_may_call_tools_at_the_same_time(env):
         "len(results), all(results)"
     )
     assert run(env, code) == "(80, True)"
+
+
+def test_lone_surrogates_never_reach_the_observation_raw(env):
+    observation = run(env, "s = '\\ud800'\nprint(s)\nraise ValueError(s)")
+    observation.encode("utf-8")
+    assert "\\ud800" in observation
+
+
+def test_a_huge_final_answer_is_refused_with_a_clear_error(env):
+    observation, _, terminated, _, _ = env.step("final_answer('x' * 2_000_000)")
+    assert not terminated
+    assert "answer with less" in observation
