@@ -1,6 +1,7 @@
 """`load_env` and `load_tasks`: an env folder (or Hub dataset repo) to a live env and its task rows."""
 
 import difflib
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gymnasium.envs.registration import EnvSpec
 from packaging.requirements import InvalidRequirement, Requirement
 
 from . import _transforms
@@ -57,7 +59,30 @@ def load_env(
     env.manifest = manifest
     env.repo_id = repo_id
     env.commit = commit
+    env.spec = _spec(repo_id_or_path, manifest, commit or revision, env_id, token, transform, kwargs)
     return env
+
+
+def _spec(
+    repo_id_or_path: str | Path,
+    manifest: Manifest,
+    revision: str | None,
+    env_id: str | None,
+    token: str | bool | None,
+    transform: Transform | None,
+    kwargs: dict[str, Any],
+) -> EnvSpec:
+    """A Gymnasium spec that rebuilds the same env (same commit), so `gymnasium.make(env.spec)` works."""
+    rebuild = functools.partial(
+        load_env,
+        repo_id_or_path,
+        revision=revision,
+        env_id=env_id,
+        token=token,
+        trust_remote_code=True,
+        transform=transform,
+    )
+    return EnvSpec(id=f"codeact_envs/{manifest.id}", entry_point=rebuild, kwargs=dict(kwargs))
 
 
 def load_tasks(env: CodeActEnv, split: str, *, streaming: bool = False) -> Any:

@@ -168,3 +168,22 @@ def test_a_missing_requirement_fails_with_the_pip_line(tmp_path):
 def test_a_folder_that_does_not_exist_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="no env folder"):
         load_env(tmp_path / "missing", trust_remote_code=True)
+
+
+def test_the_env_spec_rebuilds_the_env_with_gymnasium_make():
+    import gymnasium
+
+    with load_env(HUMANEVAL, trust_remote_code=True, max_steps=3) as env:
+        made = gymnasium.make(env.spec)
+        assert type(made.unwrapped) is type(env)
+        assert made.unwrapped.max_steps == 3
+        made.close()
+
+
+def test_check_env_has_nothing_to_warn_about():
+    import warnings
+
+    with load_env(HUMANEVAL, trust_remote_code=True) as env, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env)
+    assert [str(warning.message) for warning in caught] == []
