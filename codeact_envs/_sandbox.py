@@ -39,6 +39,13 @@ _EXTRA_PIDS = 4
 _TEMPLATE_MEMORY_BYTES = 64 << 20
 _PREFER_FOR_OOM_KILL = "echo 1000 > /proc/self/oom_score_adj"
 _SANDBOX_USER = "sandbox"
+_BASE_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+_SANDBOX_ENVIRONMENT = {
+    **_BASE_ENVIRONMENT,
+    "HOME": _SANDBOX_WORK_DIR,
+    "USER": _SANDBOX_USER,
+    "LOGNAME": _SANDBOX_USER,
+}
 _ETC_FILES = {
     "passwd": f"{_SANDBOX_USER}:x:65534:65534:{_SANDBOX_USER}:/work:/bin/sh\n",
     "group": f"{_SANDBOX_USER}:x:65534:\n",
@@ -178,6 +185,7 @@ class Sandbox:
         self._seed: int | None = None
         self._stderr = None
         self._finalizer: weakref.finalize | None = None
+        self._nproc: int | None = None
 
     def reset(self, tools: dict[str, Callable] | None = None, *, seed: int | None = None) -> None:
         """Replace the episode interpreter by a fresh one whose namespace holds stubs for `tools`.
@@ -294,7 +302,7 @@ class Sandbox:
             "max_output_chars": self.max_output_chars,
             "memory_bytes": self.memory_mb << 20,
             "cpu_time_s": None if self.cpu_time_s is None else math.ceil(self.cpu_time_s),
-            "max_processes": self._nproc_limit(),
+            "max_processes": self._nproc,
             "max_file_bytes": self.max_file_mb << 20,
             "max_open_files": self.max_open_files,
             "work_dir": self._work_dir,
@@ -303,7 +311,10 @@ class Sandbox:
         }
 
     def _nproc_limit(self) -> int | None:
-        """RLIMIT_NPROC counts all processes of the host user, so a non-root user's limit adds those."""
+        """RLIMIT_NPROC counts all processes of the host user, so a non-root user's limit adds those.
+
+        Counted once per template, not on every reset: the count walks /proc.
+        """
         if self.max_processes is None or os.geteuid() == 0:
             return None
         return self.max_processes + _processes_of(os.geteuid())
@@ -319,6 +330,7 @@ class Sandbox:
         return [self._work_dir]
 
     def _start_template(self) -> None:
+        self._nproc = self._nproc_limit()
         self._cgroups = self._make_cgroups()
         self._scratch = tempfile.TemporaryDirectory(prefix="codeact-") if self.isolation == "none" else None
         self._stderr = tempfile.TemporaryFile()
@@ -414,22 +426,16 @@ class Sandbox:
         return self.max_file_mb << 20
 
     def _template_environment(self) -> dict[str, str]:
-        """The whole environment the interpreter sees: none of the host's variables get in."""
+        """The environment the template starts with: empty for bwrap, which sets the sandbox's own."""
         if self.isolation == "bubblewrap":
             return {}
-        return {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": self._work_dir,
-            "LANG": "C.UTF-8",
-            "PYTHONHASHSEED": "0",
-        }
+        return {**_BASE_ENVIRONMENT, "HOME": self._work_dir}
 
     def _stderr_text(self) -> str:
-        stderr = getattr(self, "_stderr", None)
-        if stderr is None:
+        if self._stderr is None:
             return ""
-        stderr.seek(0)
-        return stderr.read().decode(errors="replace").strip()
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace").strip()
 
     def _call_tool(self, message: dict) -> dict:
         name = message.get("name")
@@ -564,26 +570,13 @@ def _bwrap_command(mounts: list[str], tmpfs_bytes: int) -> list[str]:
         "--chdir",
         _SANDBOX_WORK_DIR,
         "--clearenv",
-        "--setenv",
-        "PATH",
-        "/usr/local/bin:/usr/bin:/bin",
-        "--setenv",
-        "HOME",
-        _SANDBOX_WORK_DIR,
-        "--setenv",
-        "LANG",
-        "C.UTF-8",
-        "--setenv",
-        "USER",
-        _SANDBOX_USER,
-        "--setenv",
-        "LOGNAME",
-        _SANDBOX_USER,
-        "--setenv",
-        "PYTHONHASHSEED",
-        "0",
+        *_setenv_arguments(_SANDBOX_ENVIRONMENT),
         "--",
     ]
+
+
+def _setenv_arguments(environment: dict[str, str]) -> list[str]:
+    return [argument for name, value in environment.items() for argument in ("--setenv", name, value)]
 
 
 def _host_library_links() -> list[str]:

@@ -68,7 +68,7 @@ class _Channel:
         self.reader = sock.makefile("rb")
 
     def send(self, message: dict) -> None:
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
+        _send_line(self.sock, message)
 
     def receive(self) -> dict:
         line = self.reader.readline()
