@@ -2,16 +2,16 @@
 
 import contextlib
 import io
+import itertools
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gymnasium.utils.env_checker import check_env
 
-from ._env import CodeActEnv
-from ._loading import load_env, load_tasks
+from ._env import CodeActEnv, defines_oracle
+from ._loading import default_split, load_env, load_tasks
 
 DO_NOTHING = "final_answer(None)"
 
@@ -67,16 +67,16 @@ def check(
     """
     env = load_env(repo_id_or_path, trust_remote_code=trust_remote_code, **load_kwargs)
     try:
-        split = split or _default_split(env)
+        split = split or default_split(env)
         tasks = _first_tasks(env, split, max_tasks)
         report = CheckReport(env=str(repo_id_or_path), split=split, tasks_tried=len(tasks))
         _check_gymnasium_api(env, report.problems)
-        if not _has_oracle(env):
+        if not defines_oracle(env):
             report.problems.append(f"{type(env).__name__} defines no oracle(task): the check cannot prove it solvable")
             return report
         for task in tasks:
-            report.oracle_returns.append(_episode_return(env, task, seed, lambda t: env.oracle(t)))
-            report.do_nothing_returns.append(_episode_return(env, task, seed, lambda t: DO_NOTHING))
+            report.oracle_returns.append(_episode_return(env, task, seed, env.oracle(task)))
+            report.do_nothing_returns.append(_episode_return(env, task, seed, DO_NOTHING))
         _check_returns(report)
         _check_determinism(env, tasks[0] if tasks else {}, seed, report.problems)
         return report
@@ -84,25 +84,8 @@ def check(
         env.close()
 
 
-def _has_oracle(env: CodeActEnv) -> bool:
-    return type(env).oracle is not CodeActEnv.oracle
-
-
-def _default_split(env: CodeActEnv) -> str:
-    splits = env.manifest.splits
-    if not splits:
-        raise ValueError(f"{env.manifest.path} declares no splits: pass split=")
-    return splits[0]
-
-
 def _first_tasks(env: CodeActEnv, split: str, max_tasks: int | None) -> list[dict[str, Any]]:
-    rows = load_tasks(env, split, streaming=True)
-    tasks = []
-    for row in rows:
-        if max_tasks is not None and len(tasks) >= max_tasks:
-            break
-        tasks.append(row)
-    return tasks
+    return list(itertools.islice(load_tasks(env, split, streaming=True), max_tasks))
 
 
 def _check_gymnasium_api(env: CodeActEnv, problems: list[str]) -> None:
@@ -114,15 +97,23 @@ def _check_gymnasium_api(env: CodeActEnv, problems: list[str]) -> None:
         problems.append(f"gymnasium's check_env failed: {type(e).__name__}: {e}")
 
 
-def _episode_return(env: CodeActEnv, task: dict[str, Any], seed: int, policy: Callable[[dict], str]) -> float:
-    """Return of an episode where `policy(task)` is sent, then `final_answer(None)` until the episode ends."""
-    env.reset(seed=seed, options={"task": task})
-    total, done, action = 0.0, False, policy(task)
+def _play(env: CodeActEnv, task: dict[str, Any], seed: int, first_action: str) -> list[Any]:
+    """An episode that sends `first_action`, then `final_answer(None)` until it ends.
+
+    Returns the first observation, then `(observation, reward, terminated, truncated)` of every step.
+    """
+    observation, _ = env.reset(seed=seed, options={"task": task})
+    record: list[Any] = [observation]
+    action, done = first_action, False
     while not done:
-        _, reward, terminated, truncated, _ = env.step(action)
-        total += float(reward)
+        observation, reward, terminated, truncated, _ = env.step(action)
+        record.append((observation, float(reward), terminated, truncated))
         done, action = terminated or truncated, DO_NOTHING
-    return total
+    return record
+
+
+def _episode_return(env: CodeActEnv, task: dict[str, Any], seed: int, first_action: str) -> float:
+    return sum(reward for _, reward, _, _ in _play(env, task, seed, first_action)[1:])
 
 
 def _check_returns(report: CheckReport) -> None:
@@ -141,18 +132,6 @@ def _check_returns(report: CheckReport) -> None:
 
 
 def _check_determinism(env: CodeActEnv, task: dict[str, Any], seed: int, problems: list[str]) -> None:
-    first, second = _transcript(env, task, seed), _transcript(env, task, seed)
+    first, second = (_play(env, task, seed, env.oracle(task)) for _ in range(2))
     if first != second:
         problems.append(f"two episodes with seed {seed} differ: {first!r} != {second!r}")
-
-
-def _transcript(env: CodeActEnv, task: dict[str, Any], seed: int) -> list[Any]:
-    """Observations and rewards of an oracle episode."""
-    observation, _ = env.reset(seed=seed, options={"task": task})
-    steps: list[Any] = [observation]
-    action, done = env.oracle(task), False
-    while not done:
-        observation, reward, terminated, truncated, _ = env.step(action)
-        steps.append((observation, float(reward), terminated, truncated))
-        done, action = terminated or truncated, DO_NOTHING
-    return steps

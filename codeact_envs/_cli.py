@@ -11,7 +11,7 @@ from typing import Any
 from ._check import check
 from ._collector import Collector, ModelPolicy, OraclePolicy, Trajectory
 from ._errors import ManifestError, SandboxError
-from ._loading import load_env, load_tasks
+from ._loading import default_split, load_env, load_tasks
 
 _USER_ERRORS = (
     ManifestError,
@@ -147,7 +147,7 @@ def _load_options(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     probe = load_env(args.env, **_load_options(args))
     try:
-        split = args.split or _first_split(probe)
+        split = args.split or default_split(probe)
         tasks = load_tasks(probe, split)
         if args.limit is not None:
             tasks = tasks.select(range(min(args.limit, tasks.num_rows)))
@@ -162,12 +162,6 @@ def _run(args: argparse.Namespace) -> int:
         _save(trajectories, args.output)
         print(f"saved {len(trajectories)} trajectories to {args.output}")
     return 0
-
-
-def _first_split(env: Any) -> str:
-    if not env.manifest.splits:
-        raise ValueError(f"{env.manifest.path} declares no splits: pass --split")
-    return env.manifest.splits[0]
 
 
 def _policy(args: argparse.Namespace, env: Any, tasks: Any) -> Any:

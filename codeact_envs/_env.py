@@ -189,6 +189,11 @@ class CodeActEnv(gym.Env[str, str]):
         self.close()
 
 
+def defines_oracle(env: CodeActEnv) -> bool:
+    """Whether the env's class overrides `oracle`, so its tasks can be solved by code it provides."""
+    return type(env).oracle is not CodeActEnv.oracle
+
+
 def _check_render_mode(render_mode: str | None, supported: list[str]) -> None:
     if render_mode is not None and render_mode not in supported:
         raise ValueError(f"render_mode must be one of {supported} or None, got {render_mode!r}")

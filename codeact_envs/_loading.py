@@ -107,6 +107,14 @@ def load_tasks(env: CodeActEnv, split: str, *, streaming: bool = False) -> Any:
     )
 
 
+def default_split(env: CodeActEnv) -> str:
+    """The first split the env's manifest declares."""
+    manifest = _manifest_of(env)
+    if not manifest.splits:
+        raise ValueError(f"{manifest.path} declares no splits: name the split to use (split= or --split)")
+    return manifest.splits[0]
+
+
 def _manifest_of(env: CodeActEnv) -> Manifest:
     manifest = getattr(env, "manifest", None)
     if manifest is None:
