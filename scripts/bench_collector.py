@@ -89,6 +89,10 @@ class CountingEnv(CodeActEnv):
         return f"Count to {SCRIPTED_STEPS}."
 
 
+def make_counting() -> CodeActEnv:
+    return CountingEnv(max_steps=SCRIPTED_STEPS)
+
+
 def scripted_policy(messages: list[dict[str, str]]) -> str:
     turn = sum(1 for m in messages if m["role"] == "assistant")
     if turn + 1 < SCRIPTED_STEPS:
@@ -99,7 +103,7 @@ def scripted_policy(messages: list[dict[str, str]]) -> str:
 def scripted_steps_per_second(episodes: int, num_envs: int) -> float:
     tasks = [{"id": index} for index in range(episodes)]
     start = time.perf_counter()
-    with Collector(lambda: CountingEnv(max_steps=SCRIPTED_STEPS), scripted_policy, tasks, num_envs=num_envs) as c:
+    with Collector(make_counting, scripted_policy, tasks, num_envs=num_envs) as c:
         steps = sum(len(t.actions) for batch in c for t in batch)
     return steps / (time.perf_counter() - start)
 

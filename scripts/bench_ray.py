@@ -12,33 +12,9 @@ import time
 from pathlib import Path
 
 import ray
+from bench_collector import SCRIPTED_STEPS, make_counting, make_humaneval, scripted_policy
 
-from codeact_envs import CodeActEnv, Collector, OraclePolicy, load_env, load_tasks
-
-HUMANEVAL = Path(__file__).resolve().parents[1] / "envs" / "humaneval"
-SCRIPTED_STEPS = 5
-
-
-def make_humaneval() -> CodeActEnv:
-    return load_env(HUMANEVAL, trust_remote_code=True)
-
-
-class CountingEnv(CodeActEnv):
-    """Each episode is `SCRIPTED_STEPS` small actions."""
-
-    def setup(self, task):
-        return f"Count to {SCRIPTED_STEPS}."
-
-
-def make_counting() -> CodeActEnv:
-    return CountingEnv(max_steps=SCRIPTED_STEPS)
-
-
-def scripted_policy(messages: list[dict[str, str]]) -> str:
-    turn = sum(1 for m in messages if m["role"] == "assistant")
-    if turn + 1 < SCRIPTED_STEPS:
-        return f"```python\nn = {turn + 1}\n```"
-    return "```python\nfinal_answer(n + 1)\n```"
+from codeact_envs import Collector, OraclePolicy, load_tasks
 
 
 def episodes_per_second(env_fn, policy, tasks, num_envs: int, backend: str) -> float:
@@ -54,7 +30,13 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=2, help="envs stepping in parallel")
     parser.add_argument("--episodes", type=int, default=300, help="episodes of the scripted workload")
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}},
+    )
     probe = make_humaneval()
     tasks = load_tasks(probe, split="test")
     workloads = {

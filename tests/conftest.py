@@ -56,6 +56,18 @@ def run(env: CodeActEnv, code: str) -> str:
     return observation
 
 
+def processes_named(name: str) -> list[int]:
+    """PIDs of the host's processes whose name or command line mentions `name` (Ray titles actors `ray::Class`)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        text = " ".join([process.info["name"] or "", *(process.info["cmdline"] or [])])
+        if name in text:
+            found.append(process.pid)
+    return found
+
+
 def play(env: CodeActEnv, task: dict, *actions: str, seed: int = 0) -> tuple[float, list[str], dict]:
     """Total reward, observations and last info of an episode that plays `actions` until it ends."""
     env.reset(seed=seed, options={"task": task})

@@ -91,30 +91,38 @@ def test_check_passes_on_humaneval(capsys):
     assert "result        ok" in out
 
 
-def test_check_finds_an_env_where_doing_nothing_scores(tmp_path):
-    folder = tmp_path / "broken"
+def _humaneval_copy_with(folder: Path, file: str, old: str, new: str) -> Path:
+    """A copy of envs/humaneval at `folder` where `old` is replaced by `new` in `file`."""
     shutil.copytree(HUMANEVAL, folder)
-    manifest = folder / "environment.yaml"
-    manifest.write_text(manifest.read_text().replace("- UnitTests: {}", "- StepPenalty: {penalty: -1.0}"))
+    path = folder / file
+    path.write_text(path.read_text().replace(old, new))
+    return folder
+
+
+def _scoring_for_nothing(tmp_path: Path) -> Path:
+    """A HumanEval whose reward pays every step, so doing nothing scores as well as the oracle."""
+    return _humaneval_copy_with(
+        tmp_path / "broken", "environment.yaml", "- UnitTests: {}", "- StepPenalty: {penalty: -1.0}"
+    )
+
+
+def test_check_finds_an_env_where_doing_nothing_scores(tmp_path):
+    folder = _scoring_for_nothing(tmp_path)
     report = check(folder, trust_remote_code=True, max_tasks=3)
     assert not report.ok
     assert any("scores as well as the oracle" in problem for problem in report.problems)
 
 
 def test_check_finds_an_oracle_that_misses(tmp_path):
-    folder = tmp_path / "wrong-oracle"
-    shutil.copytree(HUMANEVAL, folder)
-    env_py = folder / "env.py"
-    env_py.write_text(env_py.read_text().replace('+ task["canonical_solution"]', '+ "    return None\\n"'))
+    folder = _humaneval_copy_with(
+        tmp_path / "wrong-oracle", "env.py", '+ task["canonical_solution"]', '+ "    return None\\n"'
+    )
     report = check(folder, trust_remote_code=True, max_tasks=3)
     assert not report.ok
 
 
 def test_check_command_exits_1_on_problems(tmp_path, capsys):
-    folder = tmp_path / "broken"
-    shutil.copytree(HUMANEVAL, folder)
-    manifest = folder / "environment.yaml"
-    manifest.write_text(manifest.read_text().replace("- UnitTests: {}", "- StepPenalty: {penalty: -1.0}"))
+    folder = _scoring_for_nothing(tmp_path)
     assert main(["check", str(folder), "--trust-remote-code", "--max-tasks", "2"]) == 1
     assert "problem" in capsys.readouterr().out
 

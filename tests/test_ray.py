@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+from conftest import processes_named
 from test_collector import TASKS, make_numbers_env, solver
 
 from codeact_envs import Collector
@@ -65,22 +66,10 @@ def test_killing_an_actor_mid_run_loses_no_task(local_ray):
 def test_shutdown_leaves_no_actor_and_no_sandbox_process(local_ray):
     _collect(backend="ray", num_workers=2)
     deadline = time.monotonic() + 10
-    while (_processes("EnvWorker") or _processes("bwrap")) and time.monotonic() < deadline:
+    while (processes_named("EnvWorker") or processes_named("bwrap")) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _processes("EnvWorker") == []
-    assert _processes("bwrap") == []
-
-
-def _processes(name: str) -> list[int]:
-    """PIDs of processes whose name or command line mentions `name` (Ray titles actors `ray::Class...`)."""
-    import psutil
-
-    found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        text = " ".join([process.info["name"] or "", *(process.info["cmdline"] or [])])
-        if name in text:
-            found.append(process.pid)
-    return found
+    assert processes_named("EnvWorker") == []
+    assert processes_named("bwrap") == []
 
 
 def test_num_workers_needs_the_ray_backend():

@@ -6,9 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from conftest import run
+from conftest import processes_named, run
 
 from codeact_envs import SandboxError
 from codeact_envs._sandbox import Sandbox
@@ -222,25 +221,21 @@ def test_a_setsid_process_does_not_survive_a_reset(env):
     marker = "codeact-setsid-marker"
     run(env, _start_detached(marker))
     time.sleep(0.2)
-    assert _processes_named(marker)
+    assert processes_named(marker)
     env.reset()
-    assert not _processes_named(marker)
+    assert not processes_named(marker)
 
 
 def test_a_background_process_does_not_survive_a_timeout(env):
     marker = "codeact-timeout-marker"
     run(env, _start_detached(marker) + "\nimport time\ntime.sleep(5)")
-    assert not _processes_named(marker)
+    assert not processes_named(marker)
 
 
 def _start_detached(marker: str) -> str:
     """Code that starts a process in a new session, tagged with `marker` in its command line."""
     command = f"['setsid', sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}]"
     return f"import subprocess, sys\nsubprocess.Popen({command})"
-
-
-def _processes_named(name: str) -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"]) if name in " ".join(p.info["cmdline"] or [])]
 
 
 def test_close_leaves_no_child_process_and_no_temp_dir(make_env):
