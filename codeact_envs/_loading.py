@@ -98,13 +98,17 @@ def load_tasks(env: CodeActEnv, split: str, *, streaming: bool = False) -> Any:
         close = difflib.get_close_matches(split, manifest.splits, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"{manifest.id} has no split {split!r}{hint}; its splits: {', '.join(manifest.splits)}")
+    source, revision = _task_source(env, manifest)
+    return datasets.load_dataset(source, name=manifest.config_name, split=split, streaming=streaming, revision=revision)
+
+
+def _task_source(env: CodeActEnv, manifest: Manifest) -> tuple[str, str | None]:
+    """Where the rows live: the manifest's `dataset` repo, else the env's folder, else its repo at its commit."""
     if manifest.dataset is not None:
-        return datasets.load_dataset(manifest.dataset, name=manifest.config_name, split=split, streaming=streaming)
+        return manifest.dataset, None
     if env.commit is None:
-        return datasets.load_dataset(str(manifest.folder), name=manifest.config_name, split=split, streaming=streaming)
-    return datasets.load_dataset(
-        env.repo_id, name=manifest.config_name, split=split, streaming=streaming, revision=env.commit
-    )
+        return str(manifest.folder), None
+    return env.repo_id, env.commit
 
 
 def default_split(env: CodeActEnv) -> str:
@@ -116,10 +120,9 @@ def default_split(env: CodeActEnv) -> str:
 
 
 def _manifest_of(env: CodeActEnv) -> Manifest:
-    manifest = getattr(env, "manifest", None)
-    if manifest is None:
+    if env.manifest is None:
         raise ValueError(f"{type(env).__name__} was not built by load_env, so it has no task set: use load_env(...)")
-    return manifest
+    return env.manifest
 
 
 def _resolve(

@@ -1,5 +1,6 @@
 """The Ray backend of the Collector: envs live in Ray actors; the driver holds the policy and the loop."""
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -65,8 +66,6 @@ class EnvWorker:
             env.close()
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
 
 

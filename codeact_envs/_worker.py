@@ -28,7 +28,7 @@ import traceback
 import types
 
 _PR_SET_DUMPABLE = 4
-_ACTION_FILENAME = "<action>"
+_ACTION_FILENAME = "<action {}>"
 _WORKER_FILENAME = "<sandbox>"
 _MAX_FDS_PER_MESSAGE = 1
 _CONTROL_BUFFER = 1 << 20
@@ -204,7 +204,7 @@ class _Episode:
 
     def _run(self, code: str) -> str | None:
         """Execute `code`; return the repr of its last expression, as the Python prompt shows it."""
-        filename = f"{_ACTION_FILENAME[:-1]} {self.actions}>"
+        filename = _ACTION_FILENAME.format(self.actions)
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         tree = ast.parse(code, filename)
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
