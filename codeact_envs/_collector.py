@@ -143,12 +143,12 @@ class _Episode:
     task: dict[str, Any]
 
 
+@dataclass(frozen=True)
 class _Failure:
     """An exception raised in a worker, carried to the iterating thread."""
 
-    def __init__(self, error: BaseException, episode: _Episode | None):
-        self.error = error
-        self.episode = episode
+    error: BaseException
+    episode: _Episode | None
 
 
 _WORKER_DONE = object()
