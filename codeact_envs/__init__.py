@@ -3,7 +3,7 @@
 from ._check import CheckReport, check
 from ._collector import Collector, ModelPolicy, OraclePolicy, Trajectory
 from ._env import CodeActEnv, tool
-from ._errors import ManifestError, SandboxError
+from ._errors import InfrastructureError, ManifestError, SandboxError
 from ._hub import EnvInfo, list_envs, push_to_hub
 from ._loading import load_env, load_tasks
 from ._manifest import Manifest
@@ -22,6 +22,7 @@ __all__ = [
     "ErrorPenalty",
     "ExactMatch",
     "ExecutionResult",
+    "InfrastructureError",
     "Manifest",
     "ManifestError",
     "ModelPolicy",
