@@ -369,3 +369,15 @@ def test_signalling_every_other_process_of_the_sandbox_does_not_slow_or_break_th
     env.reset()
     assert time.monotonic() - start < 1.0
     assert run(env, "print('fresh')") == "fresh"
+
+
+def test_printed_lines_and_subprocess_output_keep_their_order(env):
+    code = "import subprocess\nprint('a')\nsubprocess.run(['echo', 'b'])\nprint('c')"
+    assert run(env, code) == "a\nb\nc"
+
+
+def test_an_unfinished_line_is_not_written_twice_by_a_forked_child(env):
+    code = (
+        "import os\nprint('once', end='')\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nstatus = os.waitpid(pid, 0)"
+    )
+    assert run(env, code) == "once"

@@ -234,3 +234,11 @@ def test_episode_code_cannot_renice_the_template_for_later_episodes(sandbox):
 
 def test_the_host_process_is_not_filtered():
     assert Path(f"/proc/{os.getpid()}/status").read_text().split("Seccomp:")[1].split()[0] == "0"
+
+
+@pytest.mark.parametrize("isolation", ["bubblewrap", "none"])
+def test_no_process_of_the_sandbox_can_gain_privileges_through_exec(isolation):
+    with Sandbox(isolation=isolation) as sandbox:
+        sandbox.reset()
+        status = sandbox.run("open('/proc/self/status').read()").value
+    assert "NoNewPrivs:\\t1" in status

@@ -10,6 +10,7 @@ of the episode, empties the scratch folders and the System V IPC objects, and fo
 Messages are those of `_protocol` (its source is loaded by the boot code as the module `_protocol`).
 """
 
+import array
 import ast
 import base64
 import builtins
@@ -45,9 +46,10 @@ _IPC_RMID = 0
 _ENOSYS = 38
 _ACTION_FILENAME = "<action {}>"
 _SANDBOX_FILENAMES = ("<sandbox>", "<sandbox protocol>")
-_MAX_FDS_PER_MESSAGE = 4
+_FDS_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 _RECEIVE_BYTES = 1 << 16
 _REAP_INTERVAL_S = 1.0
+_REWIND_BYTES = 1 << 20
 _DEATH_TIMEOUT_S = 5.0
 _DEATH_POLL_S = 0.0001
 _MAX_TYPE_NAME_CHARS = protocol.MAX_NAME_CHARS
@@ -124,13 +126,16 @@ class _HostLink:
         if not self._take_frame_ready():
             return None
         end = protocol.HEADER.size + protocol.frame_size(self.buffer[: protocol.HEADER.size])
-        body = bytes(self.buffer[protocol.HEADER.size : end])
+        body = self.buffer[protocol.HEADER.size : end].decode("ascii")
         del self.buffer[:end]
         return json.loads(body)
 
     def _fill(self) -> bool:
-        data, fds, _, _ = socket.recv_fds(self.sock, _RECEIVE_BYTES, _MAX_FDS_PER_MESSAGE)
-        self.fds += fds
+        """Read what is there (descriptors the template hands over come attached to frames)."""
+        data, ancillary, _, _ = self.sock.recvmsg(_RECEIVE_BYTES, _FDS_SPACE)
+        for level, kind, fds in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                self.fds += array.array("i", fds[: len(fds) - len(fds) % 4])
         self.buffer += data
         return bool(data)
 
@@ -157,13 +162,19 @@ class _Turns:
 
 
 class _CappedText(io.TextIOBase):
-    """A text stream that writes through to a file descriptor and drops what exceeds `limit` characters."""
+    """A line-buffered text stream on a file descriptor that drops what exceeds `limit` characters.
+
+    Lines go to the descriptor as they end (one write per line, like a terminal's stdout), so text
+    written by Python and bytes written by subprocesses to the same descriptor keep their order.
+    """
 
     def __init__(self, fd: int, limit: int):
         self.fd = fd
         self.limit = limit
         self.written = 0
         self.dropped = 0
+        self.start = 0
+        self.pending: list[str] = []
         self.buffer = _BytesView(self)
 
     def writable(self) -> bool:
@@ -175,10 +186,18 @@ class _CappedText(io.TextIOBase):
         room = max(self.limit - self.written, 0)
         kept = text[:room]
         if kept:
-            _write_all(self.fd, kept.encode("utf-8", "backslashreplace"))
+            self.pending.append(kept)
+            if "\n" in kept:
+                self.flush()
         self.written += len(kept)
         self.dropped += len(text) - len(kept)
         return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            data = "".join(self.pending).encode("utf-8", "backslashreplace")
+            self.pending = []
+            _write_all(self.fd, data)
 
     def fileno(self) -> int:
         return self.fd
@@ -195,17 +214,25 @@ class _CappedText(io.TextIOBase):
         return "backslashreplace"
 
     def take(self) -> tuple[str, int]:
-        """Return what was written since the last call (at most `limit` characters) and how much was left out."""
-        size = os.fstat(self.fd).st_size
-        if not size and not self.dropped:
+        """Return what was written since the last call (at most `limit` characters) and how much was left out.
+
+        The file is read from where the last call stopped and emptied only once it grew large: truncating it
+        on every action would free and allocate its pages each time.
+        """
+        end = os.fstat(self.fd).st_size
+        start = self.start if end >= self.start else 0
+        if end == start and not self.dropped:
             return "", 0
-        data = os.pread(self.fd, 4 * self.limit, 0)
-        os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
+        data = os.pread(self.fd, min(end - start, 4 * self.limit), start)
         text = data.decode("utf-8", "replace")
-        omitted = self.dropped + max(len(text) - self.limit, 0) + max(size - len(data), 0)
+        omitted = self.dropped + max(len(text) - self.limit, 0) + max(end - start - len(data), 0)
         self.written = 0
         self.dropped = 0
+        self.start = end
+        if end > _REWIND_BYTES:
+            os.ftruncate(self.fd, 0)
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            self.start = 0
         return text[: self.limit], omitted
 
 
@@ -255,6 +282,7 @@ class _Interpreter:
         sys.stdout = sys.__stdout__ = self.stdout
         sys.stderr = sys.__stderr__ = self.stderr
         sys.stdin = sys.__stdin__ = open(os.devnull, encoding="utf-8")
+        os.register_at_fork(before=self._flush_streams)
         self.namespace = _main_module_namespace()
         _warm_up()
 
@@ -347,6 +375,12 @@ class _Interpreter:
         if not callable(function):
             raise TypeError(f"{name!r} is a {type(function).__name__}, not a function")
         return function
+
+    def _flush_streams(self) -> None:
+        """Write out unfinished lines before a fork, so that the child does not write them a second time."""
+        for stream in (self.stdout, self.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
 
     def _discard_output(self) -> None:
         self._flush(self.stdout)

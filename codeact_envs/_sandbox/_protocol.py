@@ -23,7 +23,6 @@ MAX_NAME_CHARS = 200
 MAX_COUNT = 1 << 53
 PLAIN_TYPES = "None, bool, int, float, str, and lists, tuples, dicts, sets and frozensets of them"
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-_COMPACT = {"separators": (",", ":")}
 
 
 class ProtocolError(ValueError):
@@ -130,7 +129,7 @@ def message(op: str, **fields) -> dict:
 
 def frame(msg: dict) -> bytes:
     """The bytes of one frame holding `msg`."""
-    body = json.dumps(msg, ensure_ascii=True, allow_nan=False, **_COMPACT).encode("ascii")
+    body = _FRAME_ENCODER.encode(msg).encode("ascii")
     return HEADER.pack(len(body)) + body
 
 
@@ -149,7 +148,7 @@ def parse(body: bytes, expected: frozenset | set | tuple) -> dict:
     extra, an unknown or unexpected op, or invalid JSON raise `ProtocolError`.
     """
     try:
-        msg = json.loads(body, parse_constant=_refuse_constant)
+        msg = _DECODER.decode(body.decode("ascii"))
     except (ValueError, RecursionError) as e:
         raise ProtocolError(f"a frame that is not JSON: {e}") from None
     if type(msg) is not dict:
@@ -173,6 +172,11 @@ def _refuse_constant(name: str):
     raise ProtocolError(f"{name} is not a JSON number")
 
 
+_FRAME_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+_VALUE_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def valid_text(text: str) -> str:
     """`text` as valid UTF-8: lone surrogates become backslash escapes."""
     if text.isascii():
@@ -186,7 +190,7 @@ def valid_text(text: str) -> str:
 
 def encode_value(value, max_chars: int = MAX_VALUE_CHARS) -> str:
     """Plain data as JSON text; `TypeError` for anything else, `ValueError` past the depth or size cap."""
-    text = json.dumps(_tagged(value, 0), ensure_ascii=False, allow_nan=False, **_COMPACT)
+    text = _VALUE_ENCODER.encode(_tagged(value, 0))
     if len(text) > max_chars:
         raise ValueError(f"{len(text)} characters of data, more than the cap of {max_chars}")
     return text
@@ -200,7 +204,7 @@ def decode_value(text: str, *, clean: bool = True):
     if type(text) is not str or len(text) > MAX_VALUE_CHARS:
         raise ProtocolError(f"a value must be JSON text of at most {MAX_VALUE_CHARS} characters")
     try:
-        return _untagged(json.loads(text, parse_constant=_refuse_constant), 0, clean)
+        return _untagged(_DECODER.decode(text), 0, clean)
     except (ValueError, RecursionError, TypeError) as e:
         raise ProtocolError(f"not plain data: {e}") from None
 
