@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ._check import check
-from ._collector import Collector, ModelPolicy, OraclePolicy, Trajectory
+from ._collector import Collector
 from ._errors import ManifestError, SandboxError
 from ._loading import default_split, load_env, load_tasks
+from ._policies import ModelPolicy, OraclePolicy
+from ._rollout import Trajectory
 
 _USER_ERRORS = (
     ManifestError,
