@@ -51,7 +51,7 @@ _RECEIVE_BYTES = 1 << 16
 _REAP_INTERVAL_S = 1.0
 _REWIND_BYTES = 1 << 20
 _DEATH_TIMEOUT_S = 5.0
-_DEATH_POLL_S = 0.0001
+_DEATH_POLL_S = 0.001
 _MAX_TYPE_NAME_CHARS = protocol.MAX_NAME_CHARS
 _SYSV_IPC = {"shm": "shmctl", "msg": "msgctl", "sem": "semctl"}
 _PRELOADED_MODULES = (
@@ -653,6 +653,7 @@ class _Template:
 def _spare(sock: socket.socket, settings: dict) -> None:
     """Body of a spare process: prepare its role, wait for a socket and a job, then do it; never returns."""
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         _close_inherited_descriptors(keep=sock.fileno())
         role = _ROLES[settings["role"]](settings["work_dir"])
         link = _HostLink(sock)
@@ -684,15 +685,15 @@ def _kill_namespace_but(spare: int | None) -> None:
     if spare is not None:
         os.kill(spare, signal.SIGCONT)
     deadline = time.monotonic() + _DEATH_TIMEOUT_S
-    while time.monotonic() < deadline:
+    while True:
         _reap_zombies()
         others = _namespace_processes() - keep
-        if not others:
+        if not others or time.monotonic() > deadline:
             return
         for pid in others:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        time.sleep(_DEATH_POLL_S)
+        _wait_for_a_child()
 
 
 def _namespace_processes() -> set[int]:
@@ -709,7 +710,12 @@ def _kill_descendants_but(spare: int | None) -> None:
         for pid in found:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        time.sleep(_DEATH_POLL_S)
+        _wait_for_a_child()
+
+
+def _wait_for_a_child() -> None:
+    """Sleep until a child ends (SIGCHLD is blocked in the template, so it waits here), at most a moment."""
+    signal.sigtimedwait((signal.SIGCHLD,), _DEATH_POLL_S)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -780,8 +786,7 @@ def _remove_sysv_ipc() -> None:
     """Remove every System V shared memory segment, message queue and semaphore set of the IPC namespace."""
     for kind, control in _SYSV_IPC.items():
         try:
-            with open(f"/proc/sysvipc/{kind}") as listing:
-                rows = listing.read().splitlines()[1:]
+            rows = _read_small_file(f"/proc/sysvipc/{kind}").splitlines()[1:]
         except OSError:
             continue
         for row in rows:
@@ -790,6 +795,14 @@ def _remove_sysv_ipc() -> None:
                 _LIBC.semctl(identifier, 0, _IPC_RMID)
             else:
                 getattr(_LIBC, control)(identifier, _IPC_RMID, None)
+
+
+def _read_small_file(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 1 << 20).decode()
+    finally:
+        os.close(fd)
 
 
 def _set_signals_for_episodes() -> None:
@@ -853,6 +866,7 @@ def main() -> None:
     _set_signals_for_episodes()
     gc.collect()
     gc.freeze()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     _Template(control, settings).serve()
 
 
