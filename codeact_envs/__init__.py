@@ -3,15 +3,15 @@
 from ._check import CheckReport, check
 from ._collector import Collector, ModelPolicy, OraclePolicy, Trajectory
 from ._env import CodeActEnv, tool
-from ._errors import InfrastructureError, ManifestError, SandboxError
+from ._errors import InfrastructureError, ManifestError, SandboxError, UntrustedCodeError
 from ._hub import EnvInfo, list_envs, push_to_hub
 from ._loading import load_env, load_tasks
 from ._manifest import Manifest
+from ._origin import EnvOrigin
 from ._sandbox import ExecutionResult
 from ._spaces import UnicodeText
 from ._transforms import Compose, ErrorPenalty, ExactMatch, Step, StepPenalty, Transform, UnitTests
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "CheckReport",
@@ -19,6 +19,7 @@ __all__ = [
     "Collector",
     "Compose",
     "EnvInfo",
+    "EnvOrigin",
     "ErrorPenalty",
     "ExactMatch",
     "ExecutionResult",
@@ -34,6 +35,7 @@ __all__ = [
     "Transform",
     "UnicodeText",
     "UnitTests",
+    "UntrustedCodeError",
     "check",
     "list_envs",
     "load_env",

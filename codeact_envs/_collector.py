@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from smolagents.utils import parse_code_blobs
 
 from ._env import CodeActEnv
 
@@ -221,6 +220,8 @@ def _play_turn(env: CodeActEnv, policy: Policy, log: _EpisodeLog) -> None:
 
 def _code_in(reply: str) -> tuple[str, str | None]:
     """The code of a reply (smolagents' own parser), or "" and the parse error to show the model."""
+    from smolagents.utils import parse_code_blobs
+
     try:
         return parse_code_blobs(reply, CODE_BLOCK_TAGS), None
     except ValueError as e:
@@ -398,7 +399,7 @@ class Collector:
         groups: dict[int, list[Trajectory]] = {}
         batch: list[Trajectory] = []
         running = self.num_envs
-        bar = _ProgressBar() if self.progress else None
+        bar = _ProgressBar(_episode_count(self.tasks, self.group_size)) if self.progress else None
         while running:
             item = self._results.get()
             if item is _WORKER_DONE:
@@ -427,13 +428,21 @@ def _collector_error(failure: _Failure) -> RuntimeError:
     return error
 
 
-class _ProgressBar:
-    """tqdm bar: episodes done, mean reward, env steps per second."""
+def _episode_count(tasks: Iterable, group_size: int) -> int | None:
+    """How many episodes the tasks make, when the task loader knows its length."""
+    try:
+        return len(tasks) * group_size
+    except TypeError:
+        return None
 
-    def __init__(self):
+
+class _ProgressBar:
+    """tqdm bar: episodes done (of `total`, when known), mean reward, env steps per second."""
+
+    def __init__(self, total: int | None):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(unit="episode", desc="collecting")
+        self.bar = tqdm(total=total, unit="episode", desc="collecting")
         self.rewards: list[float] = []
         self.steps = 0
         self.start = time.perf_counter()
