@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ._check import check
-from ._collector import Collector, ModelPolicy, OraclePolicy, Trajectory
+from ._collector import Collector
 from ._errors import SandboxError, UntrustedCodeError
 from ._loading import default_split, load_env, load_tasks
+from ._policies import ModelPolicy, OraclePolicy
+from ._rollout import Trajectory
 
 
 class _UsageError(Exception):

@@ -1,5 +1,6 @@
 """`CodeActEnv`: a Gymnasium env whose action is Python code run in a persistent sandboxed interpreter."""
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -10,6 +11,7 @@ import gymnasium as gym
 from ._errors import InfrastructureError
 from ._manifest import Manifest
 from ._origin import EnvOrigin, task_rows
+from ._prompt import system_prompt
 from ._sandbox import ExecutionResult, Isolation, Sandbox
 from ._spaces import UnicodeText
 from ._transforms import Step, Transform
@@ -18,18 +20,6 @@ _TOOL_MARKER = "__codeact_tool__"
 _RESERVED_NAMES = ("final_answer",)
 
 F = TypeVar("F", bound=Callable)
-
-_PREAMBLE = """\
-You solve tasks by writing Python code. Each action you send is run in a persistent Python \
-interpreter: variables, functions and imports stay defined from one action to the next. You see \
-what your code prints, the value of its last expression and any traceback. The standard library \
-is available; there is no network.
-
-Besides Python itself you can call these functions:"""
-
-_FINAL_ANSWER_SIGNATURE = '''\
-def final_answer(value) -> None:
-    """Give your final answer and end the episode."""'''
 
 
 def tool(method: F) -> F:
@@ -93,7 +83,8 @@ class CodeActEnv(gym.Env[str, str]):
         self.spec = origin.spec if origin is not None else None
         self._origin = origin
         self._example_task: dict[str, Any] | None = None
-        self._tools = _collect_tools(self)
+        self._tool_failure: InfrastructureError | None = None
+        self._tools = {name: self._reporting_failures(method) for name, method in _collect_tools(self).items()}
         self._sandbox = Sandbox(
             timeout_s=timeout_s,
             memory_mb=memory_mb,
@@ -134,9 +125,8 @@ class CodeActEnv(gym.Env[str, str]):
 
     @property
     def system_prompt(self) -> str:
-        """How to act in this env: the rules of a code action and the description of every tool."""
-        signatures = [_describe_tool(name, method) for name, method in self._tools.items()]
-        return "\n\n".join([_PREAMBLE, *signatures, _FINAL_ANSWER_SIGNATURE])
+        """What a model acting in this env is told: how code actions run, every tool, the answer format."""
+        return system_prompt(self._tools)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start an episode in a fresh interpreter; the task row is `options["task"]`.
@@ -147,6 +137,7 @@ class CodeActEnv(gym.Env[str, str]):
         super().reset(seed=seed)
         given = (options or {}).get("task")
         self.task = dict(given) if given is not None else self._default_task()
+        self._tool_failure = None
         self._sandbox.reset(self._tools, seed=seed)
         observation = self.setup(self.task) if given is not None else self._setup_without_a_task()
         self._steps = 0
@@ -156,12 +147,18 @@ class CodeActEnv(gym.Env[str, str]):
         return observation, {"tools": list(self._tools)}
 
     def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Run `action` (Python source) in the episode's interpreter."""
+        """Run `action` (Python source) in the episode's interpreter.
+
+        Raises:
+            InfrastructureError: The sandbox or a tool failed for a reason that is not the agent's code (a tool
+                raised `InfrastructureError`); the episode is over.
+        """
         if self._done:
             raise RuntimeError("the episode is over (or never started): call reset() before step()")
         if not isinstance(action, str):
             raise TypeError(f"an action is Python source code as a str, got {type(action).__name__}")
         result = self._sandbox.run(action)
+        self._raise_tool_failure()
         self._steps += 1
         step = self._rewarded(self._step_record(action, result))
         self._done = step.done
@@ -191,6 +188,25 @@ class CodeActEnv(gym.Env[str, str]):
                 f"{name}.setup raised {e!r} on the empty task {{}}: reset() got no task, and {name} has no task set "
                 f"since it was not built by load_env; pass one: env.reset(options={{'task': row}})"
             ) from e
+
+    def _reporting_failures(self, method: Callable) -> Callable:
+        """`method`, remembering an `InfrastructureError` it raises so that `step` raises it after the action."""
+
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except InfrastructureError as e:
+                self._tool_failure = e
+                raise
+
+        return call
+
+    def _raise_tool_failure(self) -> None:
+        failure, self._tool_failure = self._tool_failure, None
+        if failure is not None:
+            self._done = True
+            raise failure
 
     def _step_record(self, action: str, result: ExecutionResult) -> Step:
         terminated = result.has_final_answer
@@ -270,12 +286,6 @@ def _collect_tools(env: CodeActEnv) -> dict[str, Callable]:
                 raise ValueError(f"a tool cannot be named {name!r}: the sandbox defines it; rename the method")
             tools[name] = getattr(env, name)
     return tools
-
-
-def _describe_tool(name: str, method: Callable) -> str:
-    doc = inspect.getdoc(method) or "No description."
-    body = "\n".join(f"    {line}" if line else "" for line in f'"""{doc}"""'.splitlines())
-    return f"def {name}{inspect.signature(method)}:\n{body}"
 
 
 def _observation(result: ExecutionResult, timeout_s: float) -> str:

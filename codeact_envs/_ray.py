@@ -6,8 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ._env import CodeActEnv
+from ._rollout import env_name
 
 _INSTALL = "the Ray backend needs Ray: pip install 'codeact-envs[ray]'"
+_ACTOR_STARTS = 3
 
 
 def _ray() -> Any:
@@ -45,7 +47,7 @@ class EnvWorker:
         env = self.env_fn()
         with self.lock:
             self.envs[index] = env
-        return {"system_prompt": env.system_prompt, "repo_id": env.repo_id, "commit": env.commit}
+        return {"system_prompt": env.system_prompt, "name": env_name(env), "commit": env.commit}
 
     def reset(self, index: int, seed: int | None, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
         return self.envs[index].reset(seed=seed, options=options)
@@ -75,11 +77,10 @@ class RemoteEnv:
     def __init__(self, worker: Any, index: int):
         self.worker = worker
         self.index = index
-        ray = _ray()
-        self._get = ray.get
-        facts = ray.get(worker.make.remote(index))
+        self._ray = _ray()
+        facts = self._get(worker.make.remote(index))
         self.system_prompt = facts["system_prompt"]
-        self.repo_id = facts["repo_id"]
+        self.repo_id = facts["name"]
         self.commit = facts["commit"]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -94,14 +95,27 @@ class RemoteEnv:
         except actor_lost_errors():
             return
 
+    def _get(self, reference: Any) -> Any:
+        """The call's result; an exception the env raised in the actor is raised here as itself."""
+        try:
+            return self._ray.get(reference)
+        except self._ray.exceptions.RayTaskError as e:
+            if e.cause is None:
+                raise
+            raise e.cause from e
+
 
 class WorkerPool:
-    """`num_workers` actors; env `i` lives on actor `i % num_workers`; a lost actor is replaced."""
+    """`num_workers` actors; env `i` lives on actor `i % num_workers`; a lost actor is replaced.
+
+    `lost` holds the exceptions that mean an actor (and the episodes it ran) is gone, not that an episode failed.
+    """
 
     def __init__(self, env_fn: Callable[[], CodeActEnv], num_workers: int, envs_per_worker: int):
         ray = ensure_ray()
         self.actor_class = ray.remote(max_concurrency=max(envs_per_worker, 1) + 1)(EnvWorker)
         self.env_fn = env_fn
+        self.lost = actor_lost_errors()
         self.workers = [self._new_worker() for _ in range(num_workers)]
         self.lock = threading.Lock()
 
@@ -109,19 +123,29 @@ class WorkerPool:
         return self.actor_class.remote(self.env_fn)
 
     def env(self, index: int) -> RemoteEnv:
-        """A handle on env `index`, built on its actor."""
-        with self.lock:
-            worker = self.workers[index % len(self.workers)]
-        return RemoteEnv(worker, index)
+        """A handle on env `index`, built on its actor (on a new actor when that one is gone)."""
+        slot = index % len(self.workers)
+        for _ in range(_ACTOR_STARTS - 1):
+            worker = self._worker(slot)
+            try:
+                return RemoteEnv(worker, index)
+            except self.lost:
+                self._renew(slot, worker)
+        return RemoteEnv(self._worker(slot), index)
 
     def replace(self, lost: RemoteEnv) -> RemoteEnv:
         """A new env in place of one whose actor died (a new actor if nobody replaced it yet)."""
+        self._renew(lost.index % len(self.workers), lost.worker)
+        return self.env(lost.index)
+
+    def _worker(self, slot: int) -> Any:
         with self.lock:
-            slot = lost.index % len(self.workers)
-            if self.workers[slot] is lost.worker:
+            return self.workers[slot]
+
+    def _renew(self, slot: int, dead: Any) -> None:
+        with self.lock:
+            if self.workers[slot] is dead:
                 self.workers[slot] = self._new_worker()
-            worker = self.workers[slot]
-        return RemoteEnv(worker, lost.index)
 
     def shutdown(self) -> None:
         """Close every env (their sandboxes go with them), then end the actors."""

@@ -3,32 +3,29 @@
 from typing import Any
 
 import numpy as np
-from gymnasium.spaces import Space
+from gymnasium.spaces import Text
 
 _SAMPLE_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 =+-*/()[]{}:,.'\"\n_éλ中🙂"
 
 
-class UnicodeText(Space[str]):
-    """Any Python `str`, whatever its characters (Gymnasium's `Text` accepts only a fixed charset).
+class UnicodeText(Text):
+    """Any Python `str`, whatever its characters and length (Gymnasium's `Text` accepts only a fixed charset).
+
+    It is a `gymnasium.spaces.Text`, so libraries that convert text spaces (TorchRL's `GymWrapper`) accept it.
+    Its charset and lengths only shape `sample()`; `contains` accepts every string.
 
     Args:
-        max_sample_length: Longest string `sample()` draws; `contains` accepts any length.
+        max_sample_length: Longest string `sample()` draws.
         seed: Seed of the space's random generator.
     """
 
     def __init__(self, max_sample_length: int = 64, seed: int | np.random.Generator | None = None):
         self.max_sample_length = max_sample_length
-        super().__init__(shape=None, dtype=None, seed=seed)
+        super().__init__(max_sample_length, min_length=0, charset=_SAMPLE_ALPHABET, seed=seed)
 
     @property
     def is_np_flattenable(self) -> bool:
         return False
-
-    def sample(self, mask: Any = None, probability: Any = None) -> str:
-        """A random string of up to `max_sample_length` characters, letters, code symbols and non-ASCII mixed."""
-        length = int(self.np_random.integers(0, self.max_sample_length + 1))
-        indices = self.np_random.integers(0, len(_SAMPLE_ALPHABET), size=length)
-        return "".join(_SAMPLE_ALPHABET[i] for i in indices)
 
     def contains(self, x: Any) -> bool:
         return isinstance(x, str)

@@ -154,6 +154,15 @@ def hub(pytestconfig):
 
 
 @pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The folder of a tiny random chat model (tests/tiny_model.py), built once per session."""
+    pytest.importorskip("transformers")
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
 def local_ray():
     """One local Ray for the whole session, bound to 127.0.0.1; its workers can import the test modules."""
     ray = pytest.importorskip("ray")

@@ -16,13 +16,6 @@ pytest.importorskip("transformers")
 SERVER_START_TIMEOUT_S = 60.0
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from tiny_model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
 def _collect_with(policy, **kwargs):
     with Collector(make_numbers_env, policy, TASKS[:2], num_envs=2, **kwargs) as collector:
         return [t for batch in collector for t in batch]

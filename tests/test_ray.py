@@ -88,3 +88,13 @@ def test_without_ray_installed_the_backend_names_the_install_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"pip install 'codeact-envs\[ray\]'"):
         list(Collector(make_numbers_env, solver, TASKS, backend="ray"))
+
+
+def test_an_infrastructure_failure_inside_an_actor_is_delivered_as_such(local_ray):
+    from test_failures import make_flaky_env
+
+    def policy(messages):
+        return "```python\nlookup('prices')\n```"
+
+    trajectories = _collect(env_fn=make_flaky_env, policy=policy, backend="ray", num_workers=1, tasks=TASKS[:2])
+    assert [t.infrastructure_error for t in trajectories] == ["InfrastructureError: the database is down"] * 2
