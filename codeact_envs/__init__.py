@@ -3,7 +3,8 @@
 from ._check import CheckReport, check
 from ._collector import Collector
 from ._env import CodeActEnv, tool
-from ._errors import InfrastructureError, ManifestError, SandboxError, UntrustedCodeError
+from ._errors import AgentCallError, InfrastructureError, ManifestError, SandboxError, UntrustedCodeError
+from ._grading import AgentProgram, Verdict
 from ._hub import EnvInfo, list_envs, push_to_hub
 from ._loading import load_env, load_tasks
 from ._manifest import Manifest
@@ -17,6 +18,8 @@ from ._transforms import Compose, ErrorPenalty, ExactMatch, Step, StepPenalty, T
 from ._version import __version__ as __version__
 
 __all__ = [
+    "AgentCallError",
+    "AgentProgram",
     "Chat",
     "CheckReport",
     "CodeActEnv",
@@ -42,6 +45,7 @@ __all__ = [
     "UnicodeText",
     "UnitTests",
     "UntrustedCodeError",
+    "Verdict",
     "check",
     "list_envs",
     "load_env",

@@ -1,6 +1,5 @@
 """`CodeActEnv`: a Gymnasium env whose action is Python code run in a persistent sandboxed interpreter."""
 
-import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -9,6 +8,7 @@ from typing import Any, ClassVar, SupportsFloat, TypeVar
 import gymnasium as gym
 
 from ._errors import InfrastructureError
+from ._grading import AgentProgram
 from ._manifest import Manifest
 from ._origin import EnvOrigin, task_rows
 from ._prompt import system_prompt
@@ -83,8 +83,7 @@ class CodeActEnv(gym.Env[str, str]):
         self.spec = origin.spec if origin is not None else None
         self._origin = origin
         self._example_task: dict[str, Any] | None = None
-        self._tool_failure: InfrastructureError | None = None
-        self._tools = {name: self._reporting_failures(method) for name, method in _collect_tools(self).items()}
+        self._tools = _collect_tools(self)
         self._sandbox = Sandbox(
             timeout_s=timeout_s,
             memory_mb=memory_mb,
@@ -92,6 +91,7 @@ class CodeActEnv(gym.Env[str, str]):
             cpu_time_s=math.ceil(timeout_s * max_steps),
             isolation=isolation,
         )
+        self._agent = AgentProgram(self._sandbox, timeout_s=timeout_s)
         self._steps = 0
         self._done = True
         self._transcript: list[tuple[str, str]] = []
@@ -137,7 +137,6 @@ class CodeActEnv(gym.Env[str, str]):
         super().reset(seed=seed)
         given = (options or {}).get("task")
         self.task = dict(given) if given is not None else self._default_task()
-        self._tool_failure = None
         self._sandbox.reset(self._tools, seed=seed)
         observation = self.setup(self.task) if given is not None else self._setup_without_a_task()
         self._steps = 0
@@ -157,8 +156,11 @@ class CodeActEnv(gym.Env[str, str]):
             raise RuntimeError("the episode is over (or never started): call reset() before step()")
         if not isinstance(action, str):
             raise TypeError(f"an action is Python source code as a str, got {type(action).__name__}")
-        result = self._sandbox.run(action)
-        self._raise_tool_failure()
+        try:
+            result = self._sandbox.run(action)
+        except InfrastructureError:
+            self._done = True
+            raise
         self._steps += 1
         step = self._rewarded(self._step_record(action, result))
         self._done = step.done
@@ -191,25 +193,6 @@ class CodeActEnv(gym.Env[str, str]):
                 f"since it was not built by load_env; pass one: env.reset(options={{'task': row}})"
             ) from e
 
-    def _reporting_failures(self, method: Callable) -> Callable:
-        """`method`, remembering an `InfrastructureError` it raises so that `step` raises it after the action."""
-
-        @functools.wraps(method)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return method(*args, **kwargs)
-            except InfrastructureError as e:
-                self._tool_failure = e
-                raise
-
-        return call
-
-    def _raise_tool_failure(self) -> None:
-        failure, self._tool_failure = self._tool_failure, None
-        if failure is not None:
-            self._done = True
-            raise failure
-
     def _step_record(self, action: str, result: ExecutionResult) -> Step:
         terminated = result.has_final_answer
         info: dict[str, Any] = {"execution": result, "step": self._steps, "rewards": {}}
@@ -224,7 +207,7 @@ class CodeActEnv(gym.Env[str, str]):
             truncated=not terminated and self._steps >= self.max_steps,
             info=info,
             history=tuple(self._history),
-            run_fresh=self._sandbox.run_fresh,
+            agent=self._agent,
         )
 
     def _rewarded(self, step: Step) -> Step:

@@ -17,6 +17,12 @@ class SandboxError(InfrastructureError):
     """The sandbox could not be started or stopped as asked; the message names the fix."""
 
 
+class AgentCallError(RuntimeError):
+    """A call into the agent's program failed on the agent's side: its function raised, exited, did not return
+    in time, or returned something that is not plain data. Grading code counts it as a failure of the agent,
+    never as an infrastructure failure."""
+
+
 class ManifestError(ValueError):
     """An env's metadata is invalid: its `environment.yaml`, or the YAML front matter of its dataset card.
 

@@ -1,14 +1,13 @@
 """Rewards as transforms on `step()`, torchvision style: `Step -> Step` callables and a `Compose` loop."""
 
-import ast
 import dataclasses
 import math
 import re
-import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._grading import AgentProgram, Verdict
 from ._sandbox import ExecutionResult
 
 
@@ -26,8 +25,8 @@ class Step:
         truncated: Whether the episode was cut by `max_steps`.
         info: Gymnasium's info dict; `info["rewards"]` holds every reward component by name.
         history: The earlier `(action, execution)` pairs of the episode, oldest first.
-        run_fresh: Runs code in a fresh interpreter of the env's sandbox, for checks on the episode's last
-            step: `run_fresh(code, timeout_s=...) -> ExecutionResult`. The agent's interpreter is gone after.
+        agent: The agent's live program, for trusted grading code: call its functions, read its variables,
+            run tests against it (see `AgentProgram`); None outside an env.
     """
 
     task: dict[str, Any]
@@ -39,7 +38,7 @@ class Step:
     truncated: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     history: tuple[tuple[str, ExecutionResult], ...] = ()
-    run_fresh: Callable[..., ExecutionResult] | None = field(default=None, repr=False, compare=False)
+    agent: AgentProgram | None = field(default=None, repr=False, compare=False)
 
     @property
     def done(self) -> bool:
@@ -190,100 +189,53 @@ def _answers_match(answer: Any, reference: Any) -> bool:
 class UnitTests(Transform):
     """Reward 1.0 when the task's tests pass against the agent's program, else 0.0, on the last step.
 
-    The agent's program is the episode's actions since its interpreter last started. They are replayed
-    in a fresh interpreter of the env's sandbox (never the agent's live namespace); then the task's test
-    code runs in a copy of the program's namespace where the original builtins are restored (names
-    shadowing a builtin are dropped, attributes the program replaced in the modules the tests import are
-    put back, modules the program imported are imported afresh), and
-    `check(candidate)` is called on the function named by the task's entry point. A pass needs the check
-    to return normally: an exit, a crash, a timeout, an exception of any kind, or builtins patched by the
-    agent do not count as a pass.
+    The tests run in a fresh grading process that never ran agent code (`AgentProgram.run_tests`): first
+    the task's `setup_column` code if any (HumanEval's prompt: the helpers its tests use), then the task's
+    test code, then `check(candidate)`, where `candidate` (and the entry point's own name, which some tests
+    use) calls the function named by the task's entry point in the agent's live interpreter and returns
+    its result as plain data. The hidden tests and
+    expected values never enter the agent's interpreter, and nothing the agent prints or forges counts: the
+    verdict is a message of the grading process. An exit, a crash, a timeout or a `BaseException` of the
+    agent's function, or a result that is not plain data, fails the tests.
 
     Args:
         test_column: Task column with test code that defines `check(candidate)`.
         entry_point_column: Task column with the name of the function under test.
-        timeout_s: Time limit for replaying the program and running the tests.
+        setup_column: Task column with trusted code to run before the tests, or None.
+        timeout_s: Time limit of the whole test run, the agent's calls included.
     """
 
-    def __init__(self, test_column: str = "test", entry_point_column: str = "entry_point", timeout_s: float = 10.0):
+    def __init__(
+        self,
+        test_column: str = "test",
+        entry_point_column: str = "entry_point",
+        setup_column: str | None = None,
+        timeout_s: float = 10.0,
+    ):
         self.test_column = test_column
         self.entry_point_column = entry_point_column
+        self.setup_column = setup_column
         self.timeout_s = timeout_s
 
     @property
     def task_columns(self) -> tuple[str, ...]:
-        return (self.test_column, self.entry_point_column)
+        setup = () if self.setup_column is None else (self.setup_column,)
+        return (self.test_column, self.entry_point_column, *setup)
 
     def __call__(self, step: Step) -> Step:
         if not step.done:
             return step
-        return step.add_reward(self.name, 1.0 if self.passes(step) else 0.0)
+        return step.add_reward(self.name, 1.0 if self.verdict(step).passed else 0.0)
 
-    def passes(self, step: Step) -> bool:
-        """Whether the task's tests pass against the program of `step`'s episode."""
-        if step.run_fresh is None:
-            raise ValueError("UnitTests needs step.run_fresh (a fresh interpreter); CodeActEnv.step provides it")
-        nonce = secrets.token_hex(16)
-        grader = _grader_source(_program(step), step.task[self.test_column], step.task[self.entry_point_column], nonce)
-        result = step.run_fresh(grader, timeout_s=self.timeout_s)
-        return result.error is None and not result.restarted and result.stdout.rstrip().endswith(nonce)
-
-
-def _program(step: Step) -> list[str]:
-    """The actions that built the agent's current interpreter: those after its last restart."""
-    steps = [*step.history, (step.action, step.execution)]
-    program: list[str] = []
-    for action, execution in steps:
-        program = [] if execution.restarted else [*program, action]
-    return program
-
-
-_GRADER = """\
-import builtins as _builtins, sys as _sys
-_pristine_builtins = dict(vars(_builtins))
-_modules_before = set(_sys.modules)
-_module_dicts = {{_name: dict(vars(__import__(_name))) for _name in {test_modules!r}}}
-_agent = {{"__name__": "__main__", "__builtins__": _builtins}}
-for _source in {actions!r}:
-    try:
-        exec(compile(_source, "<agent>", "exec"), _agent)
-    except BaseException:
-        pass
-_builtins_dict = vars(_builtins)
-_builtins_dict.update(_pristine_builtins)
-for _key in _builtins_dict.keys() - _pristine_builtins.keys():
-    del _builtins_dict[_key]
-for _name in set(_sys.modules) - _modules_before:
-    del _sys.modules[_name]
-for _name, _saved in _module_dicts.items():
-    _current = vars(_sys.modules[_name])
-    _current.update(_saved)
-    for _key in _current.keys() - _saved.keys():
-        del _current[_key]
-_tests = {{_name: _value for _name, _value in _agent.items() if _name not in _pristine_builtins}}
-_tests.update(__name__="__tests__", __builtins__=_pristine_builtins)
-exec(compile({tests!r}, "<tests>", "exec"), _tests)
-_tests["check"](_agent[{entry_point!r}])
-print({nonce!r})
-"""
-
-
-def _grader_source(actions: list[str], tests: str, entry_point: str, nonce: str) -> str:
-    return _GRADER.format(
-        actions=actions, tests=tests, entry_point=entry_point, nonce=nonce, test_modules=_imported_modules(tests)
-    )
-
-
-def _imported_modules(source: str) -> list[str]:
-    """Top-level modules that `source` imports: the grader restores their attributes after the program ran."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module.split(".")[0])
-    return sorted(names)
+    def verdict(self, step: Step) -> Verdict:
+        """The verdict of the task's tests on the program of `step`'s episode."""
+        if step.agent is None:
+            raise ValueError("UnitTests needs step.agent (the agent's program); CodeActEnv.step provides it")
+        task = step.task
+        entry_point = task[self.entry_point_column]
+        return step.agent.run_tests(
+            f"{task[self.test_column]}\ncheck(candidate)\n",
+            functions={"candidate": entry_point, entry_point: entry_point},
+            setup="" if self.setup_column is None else task[self.setup_column],
+            timeout_s=self.timeout_s,
+        )

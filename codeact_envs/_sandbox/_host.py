@@ -32,6 +32,8 @@ _TEMPLATE_MEMORY_BYTES = 64 << 20
 _MARKER_ALLOWANCE = 64
 _DURING_ACTION = frozenset({"tool", "result"})
 _DURING_CALL = frozenset({"tool", "returned"})
+_FROM_GRADER = frozenset({"verdict"})
+_WHILE_SERVING = frozenset({"tool", "served"})
 _READY = frozenset({"ready"})
 
 
@@ -122,6 +124,7 @@ class Sandbox:
         self._seed: int | None = None
         self._requests = 0
         self._lost_since_last_action = False
+        self._needs_fresh_interpreter = False
 
     def reset(self, tools: dict[str, Callable] | None = None, *, seed: int | None = None) -> None:
         """Replace the episode interpreter by a fresh one whose namespace holds stubs for `tools`.
@@ -132,8 +135,9 @@ class Sandbox:
         """
         self._tools = dict(tools or {})
         self._seed = seed
-        self._lost_since_last_action = False
+        self._needs_fresh_interpreter = False
         self._spawn()
+        self._lost_since_last_action = False
 
     def run(self, code: str, *, timeout_s: float | None = None) -> ExecutionResult:
         """Execute `code` in the episode's namespace; tool calls are served here, on the host.
@@ -142,6 +146,8 @@ class Sandbox:
             code: Python source.
             timeout_s: Overrides the sandbox's `timeout_s` for this call.
         """
+        if self._needs_fresh_interpreter:
+            self._spawn()
         interpreter = self._live_interpreter()
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         restarted, self._lost_since_last_action = self._lost_since_last_action, False
@@ -172,24 +178,71 @@ class Sandbox:
         """Call the function `name` of the agent's program with encoded arguments; the "returned" message.
 
         `args` and `kwargs` are `_protocol.encode_value` texts of a list and of a dict with str keys. The
-        answer's value is left encoded (a grader decodes it itself). A failure on the agent's side (an
-        exception, an exit, a timeout, an invalid message) is a message with `ok` False, never an exception.
+        answer's value is left encoded (a grader decodes it itself). A failure on the agent's side is a
+        message with `ok` False, never an exception: with the exception's type when the function raised an
+        `Exception`, without one for anything else (an exit, a timeout, an invalid message). After a timeout
+        or an invalid message the interpreter is replaced before the next action.
         """
-        return self._ask(
-            protocol.message("call", id=self._next_request(), name=name, args=args, kwargs=kwargs), timeout_s
-        )
+        call = protocol.message("call", id=self._next_request(), name=name, args=args, kwargs=kwargs)
+        return self._ask(call, timeout_s)
 
     def read(self, name: str, *, timeout_s: float) -> dict:
         """The value of the variable `name` of the agent's program, as a "returned" message (see `call`)."""
         return self._ask(protocol.message("read", id=self._next_request(), name=name), timeout_s)
 
-    def run_fresh(self, code: str, *, timeout_s: float | None = None) -> ExecutionResult:
-        """Run `code` in a fresh interpreter without tools, then end it; the current episode is lost."""
-        self.reset()
+    def grade(self, setup: str, tests: str, stubs: dict[str, str], *, timeout_s: float) -> tuple[bool, str]:
+        """Run trusted test code in a fresh grading process; `(passed, detail)`.
+
+        The grading process is forked from the template, so it never ran agent code. It runs `setup`, binds
+        each name of `stubs` to a function that calls the agent's function of the mapped name, then runs
+        `tests`; it passes when nothing was raised and every call answered. The calls go straight to the
+        agent's interpreter on a socket between the two, and the grader validates every answer as the host
+        would; the verdict comes on the grader's own socket, which no agent process can reach. A grading
+        process that dies, hangs or breaks the protocol is a failed verdict.
+        """
+        interpreter = self._interpreter
+        if interpreter is None:
+            return False, "the agent's interpreter is gone"
+        deadline = time.monotonic() + timeout_s
+        grader = self._template_for_grading().open(self._grader_settings(timeout_s))
+        grader_end, interpreter_end = socket.socketpair()
+        served = self._next_request()
         try:
-            return self.run(code, timeout_s=timeout_s)
+            interpreter.send(protocol.message("serve", id=served), deadline, fds=(interpreter_end.fileno(),))
+            job = protocol.message("grade", setup=setup, tests=tests, stubs=protocol.encode_value(stubs))
+            grader.send(job, deadline, fds=(grader_end.fileno(),))
+            grader_end.close()
+            interpreter_end.close()
+            return self._verdict(grader, interpreter, served, deadline, timeout_s)
+        except (ChannelTimeout, ChannelClosed) as e:
+            self._drop_interpreter()
+            return False, _grading_failure(e, timeout_s)
         finally:
-            self.finish()
+            grader_end.close()
+            interpreter_end.close()
+            grader.close()
+
+    def _verdict(self, grader: Channel, interpreter: Channel, served: int, deadline: float, timeout_s: float):
+        """Wait for the grader's verdict, then for the interpreter to be back; tools are refused meanwhile."""
+        verdict = None
+        back = False
+        while verdict is None or not back:
+            ready = wait_for_any([grader, interpreter] if verdict is None else [interpreter], deadline)
+            if grader in ready and verdict is None:
+                try:
+                    msg = grader.receive(_FROM_GRADER, deadline)
+                    verdict = msg["passed"], msg["detail"]
+                except ChannelClosed as e:
+                    verdict = False, f"the grading process failed: {e}"
+            if interpreter in ready:
+                msg = interpreter.receive(_WHILE_SERVING, deadline)
+                if msg["op"] == "tool":
+                    interpreter.send(_tool_refused(msg["name"]), deadline)
+                elif msg["id"] != served:
+                    raise ChannelClosed("an answer to a request that was never made")
+                else:
+                    back = True
+        return verdict
 
     def finish(self) -> None:
         """End the episode: its processes are killed and a fresh interpreter is prepared in the background."""
@@ -232,7 +285,9 @@ class Sandbox:
         return self._requests
 
     def _ask(self, msg: dict, timeout_s: float) -> dict:
-        interpreter = self._live_interpreter()
+        interpreter = self._interpreter
+        if interpreter is None:
+            return _failed_call(msg, "the agent's interpreter is gone")
         deadline = time.monotonic() + timeout_s
         try:
             interpreter.send(msg, deadline)
@@ -244,14 +299,32 @@ class Sandbox:
                     raise ChannelClosed("an answer to a call that was never made")
                 interpreter.send(_tool_refused(answer["name"]), deadline)
         except ChannelTimeout:
-            failure = f"{msg['name']!r} did not return within {timeout_s:g} s"
+            failure = f"it did not return within {timeout_s:g} s"
         except ChannelClosed as e:
-            failure = f"the agent's interpreter failed during the call of {msg['name']!r}: {e}"
-        self._lost_since_last_action = True
-        self._spawn()
-        return protocol.message(
-            "returned", id=msg["id"], ok=False, value=None, error_type="AgentCallError", error=failure
-        )
+            failure = f"the agent's interpreter failed: {e}"
+        self._drop_interpreter()
+        return _failed_call(msg, failure)
+
+    def _drop_interpreter(self) -> None:
+        """Give up on the interpreter (it hangs or broke the protocol); a fresh one starts before the next action."""
+        self._interpreter.close()
+        self._interpreter = None
+        self._needs_fresh_interpreter = True
+
+    def _template_for_grading(self) -> "_Template":
+        if self._template is None or not self._template.alive():
+            raise RuntimeError("the sandbox has no episode to grade: call reset() first")
+        return self._template
+
+    def _grader_settings(self, timeout_s: float) -> dict:
+        return {
+            "role": "grader",
+            "memory_bytes": self.memory_mb << 20,
+            "cpu_time_s": math.ceil(timeout_s) + 1,
+            "max_processes": self._template.nproc,
+            "max_file_bytes": self.max_file_mb << 20,
+            "max_open_files": self.max_open_files,
+        }
 
     def _serve_tool(self, msg: dict, deadline: float) -> dict:
         name = msg["name"]
@@ -304,6 +377,8 @@ class Sandbox:
 
     def _spawn(self) -> None:
         """Start a fresh interpreter, and a fresh template first when the old one is gone or broken."""
+        self._lost_since_last_action = self._lost_since_last_action or self._needs_fresh_interpreter
+        self._needs_fresh_interpreter = False
         if self._interpreter is not None:
             self._interpreter.close()
             self._interpreter = None
@@ -323,6 +398,7 @@ class Sandbox:
 
     def _interpreter_settings(self) -> dict:
         return {
+            "role": "interpreter",
             "tools": [{"name": name, "doc": fn.__doc__ or ""} for name, fn in self._tools.items()],
             "max_output_chars": self.max_output_chars,
             "memory_bytes": self.memory_mb << 20,
@@ -521,6 +597,16 @@ def _decoded(text: str) -> Any:
 
 def _tool_error(type_name: str, message: str) -> dict:
     return protocol.message("reply", ok=False, value=None, error_type=type_name, error=message)
+
+
+def _grading_failure(error: Exception, timeout_s: float) -> str:
+    if isinstance(error, ChannelTimeout):
+        return f"the tests did not finish within {timeout_s:g} s"
+    return f"the grading failed: {error}"
+
+
+def _failed_call(msg: dict, reason: str) -> dict:
+    return protocol.message("returned", id=msg["id"], ok=False, value=None, error_type=None, error=reason)
 
 
 def _tool_refused(name: str) -> dict:

@@ -301,7 +301,7 @@ class _Interpreter:
     def serve(self) -> None:
         """Answer the host's requests; between two of them this thread keeps the link, so that no other
         thread's tool call can start while the host is not serving tools."""
-        handlers = {"exec": self.execute, "call": self.call, "read": self.read}
+        handlers = {"exec": self.execute, "call": self.call, "read": self.read, "serve": self.serve_grader}
         with self.turns:
             msg = self.link.receive()
         while msg is not None:
@@ -347,23 +347,38 @@ class _Interpreter:
         """Answer with the value of a variable of the agent's program, as plain data."""
         return self._returned(msg["id"], lambda: self._variable(msg["name"]))
 
+    def serve_grader(self, msg: dict) -> dict:
+        """Answer the calls and reads of a grader on the socket that came with `msg`, until it closes."""
+        grader = _HostLink(socket.socket(fileno=self.link.take_fd()))
+        handlers = {"call": self.call, "read": self.read}
+        request = grader.receive()
+        with contextlib.suppress(OSError):
+            while request is not None:
+                grader.send(handlers[request["op"]](request))
+                request = grader.receive()
+        grader.sock.close()
+        return protocol.message("served", id=msg["id"])
+
     def _returned(self, request_id: int, produce) -> dict:
+        """The "returned" answer: the plain-data value; an `Exception` by its type; anything else (an exit, a
+        `BaseException`, a value that is not plain data) as a failure without a type."""
+        error_type, error, value = None, None, None
         try:
-            value = protocol.encode_value(produce())
+            result = produce()
+        except Exception as exc:
+            error_type, error = _type_name(exc), _capped_error(exc, self.limit)
         except BaseException as exc:
-            self._exit_if_forked()
-            self._discard_output()
-            return protocol.message(
-                "returned",
-                id=request_id,
-                ok=False,
-                value=None,
-                error_type=_type_name(exc),
-                error=_capped_error(exc, self.limit),
-            )
+            error = f"it raised {_type_name(exc)}, which is not an Exception"
+        else:
+            try:
+                value = protocol.encode_value(result)
+            except BaseException as exc:
+                error = f"it returned a value that is not plain data: {_type_name(exc)}: {_described(exc)}"
         self._exit_if_forked()
         self._discard_output()
-        return protocol.message("returned", id=request_id, ok=True, value=value, error_type=None, error=None)
+        return protocol.message(
+            "returned", id=request_id, ok=error is None, value=value, error_type=error_type, error=error
+        )
 
     def _variable(self, name: str):
         if name not in self.namespace:
@@ -452,6 +467,13 @@ def _encoded_answer(value) -> str:
 
 def _decoded(text: str):
     return protocol.decode_value(text, clean=False)
+
+
+def _described(exc: BaseException) -> str:
+    try:
+        return _capped(str(exc), 500)
+    except Exception:
+        return "(its message cannot be shown)"
 
 
 def _type_name(exc: BaseException) -> str:
@@ -547,27 +569,165 @@ def _seed_random(seed: int | None) -> None:
         random.seed(seed)
 
 
-_ROLES = {"interpreter": _Interpreter}
+class AgentCallFailed(BaseException):
+    """A call into the agent's program ended without an answer (an exit, a crash, a timeout, data that is not
+    plain) or with a `BaseException`. Not an `Exception`, so that `except Exception` in test code cannot
+    swallow it; the verdict is a failure whatever the tests do afterwards."""
+
+
+class AgentError(Exception):
+    """The agent's function raised an exception that is not one of Python's built-in ones."""
+
+
+class _Grader:
+    """A process that never ran agent code: it runs trusted test code against the agent's program.
+
+    The names given as stubs call the agent's functions: each call is a "call" message on a socket that the
+    host connected to the agent's interpreter; the answer is validated like any frame from the sandbox and
+    decoded as plain data. The verdict goes to the host on this process's own socket, which no agent process
+    can reach.
+    """
+
+    def __init__(self, work_dir: str):
+        os.setsid()
+        os.chdir("/")
+        _discard_standard_streams()
+        self.host: _HostLink | None = None
+        self.agent: socket.socket | None = None
+        self.requests = 0
+        self.fatal: str | None = None
+
+    def start(self, link: _HostLink, settings: dict) -> None:
+        """Take the job (limits), say ready, grade what the host sends, answer with the verdict."""
+        _apply_limits(settings)
+        self.host = link
+        link.send(protocol.message("ready"))
+        job = link.receive()
+        if job is None:
+            return
+        self.agent = socket.socket(fileno=link.take_fd())
+        verdict = self.grade(job["setup"], job["tests"], protocol.decode_value(job["stubs"], clean=False))
+        self.agent.close()
+        link.send(verdict)
+        link.receive()
+
+    def grade(self, setup: str, tests: str, stubs: dict) -> dict:
+        namespace = {"__name__": "__grader__", "__builtins__": builtins}
+        try:
+            exec(compile(setup, "<setup>", "exec", dont_inherit=True), namespace)
+            for name, target in stubs.items():
+                namespace[name] = self._stub(target)
+            exec(compile(tests, "<tests>", "exec", dont_inherit=True), namespace)
+        except BaseException as exc:
+            return protocol.message("verdict", passed=False, detail=self.fatal or _capped(_format_error(exc), 4000))
+        if self.fatal is not None:
+            return protocol.message("verdict", passed=False, detail=self.fatal)
+        return protocol.message("verdict", passed=True, detail="")
+
+    def _stub(self, target: str):
+        grader = self
+
+        def agent_function(*args, **kwargs):
+            return grader.ask(target, args, kwargs)
+
+        agent_function.__name__ = agent_function.__qualname__ = target
+        return agent_function
+
+    def ask(self, target: str, args: tuple, kwargs: dict):
+        """Call the agent's function `target`; its plain-data result, its exception, or a fatal failure."""
+        self.requests += 1
+        request = protocol.message(
+            "call",
+            id=self.requests,
+            name=target,
+            args=protocol.encode_value(list(args)),
+            kwargs=protocol.encode_value(kwargs),
+        )
+        try:
+            self.agent.sendall(protocol.frame(request))
+            answer = protocol.parse(self._agent_frame(), _ANSWER)
+        except (OSError, EOFError, protocol.ProtocolError) as e:
+            self._fail(f"the agent's interpreter did not answer the call of {target}(): {e!r}")
+        if answer["id"] != self.requests:
+            self._fail(f"the agent's interpreter answered another call than the one of {target}()")
+        if answer["ok"]:
+            try:
+                return protocol.decode_value(answer["value"], clean=False)
+            except protocol.ProtocolError as e:
+                self._fail(f"{target}() returned something that is not plain data: {e}")
+        if answer["error_type"] is None:
+            self._fail(f"{target}() failed: {answer['error']}")
+        raise _rebuilt_exception(target, answer["error_type"], answer["error"] or "")
+
+    def _agent_frame(self) -> bytes:
+        header = self._agent_bytes(protocol.HEADER.size)
+        return self._agent_bytes(protocol.frame_size(header))
+
+    def _agent_bytes(self, size: int) -> bytes:
+        """Exactly `size` bytes from the agent's interpreter; EOF if it closed, or if the host hung up first."""
+        data = bytearray()
+        while len(data) < size:
+            ready, _, _ = select.select([self.agent, self.host.sock], [], [])
+            if self.host.sock in ready:
+                raise EOFError("the host ended the grading")
+            chunk = self.agent.recv(size - len(data))
+            if not chunk:
+                raise EOFError("the agent's interpreter closed the socket")
+            data += chunk
+        return bytes(data)
+
+    def _fail(self, reason: str):
+        self.fatal = reason
+        raise AgentCallFailed(reason)
+
+
+_ANSWER = frozenset({"returned"})
+
+
+def _rebuilt_exception(target: str, type_name: str, detail: str) -> Exception:
+    """The agent's exception as the same built-in type (test code may expect a ValueError), else `AgentError`."""
+    message = f"{target}() raised {type_name}: {detail}"
+    exc_type = getattr(builtins, type_name, None)
+    if isinstance(exc_type, type) and issubclass(exc_type, Exception):
+        with contextlib.suppress(Exception):
+            return exc_type(message)
+    return AgentError(message)
+
+
+def _discard_standard_streams() -> None:
+    """Point stdin, stdout and stderr at /dev/null: what test code prints goes nowhere."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+_ROLES = {"interpreter": _Interpreter, "grader": _Grader}
 
 
 class _Template:
-    """The warm interpreter: it keeps a spare process ready, hands it each new socket, and cleans up after."""
+    """The warm interpreter: it keeps a spare process per role ready, hands each new socket to one, and cleans up.
+
+    Spares are forked from this template, which never runs agent code, so a spare never ran any either,
+    even when it was forked while an episode was running.
+    """
 
     def __init__(self, control: socket.socket, settings: dict):
         self.link = _HostLink(control)
         self.settings = settings
-        self.spare: tuple[int, socket.socket] | None = None
-        self.used: list[int] = []
+        self.spares: dict[str, tuple[int, socket.socket]] = {}
+        self.roles = ["interpreter"]
+        self.used = False
         self.scratch_modes = {path: stat.S_IMODE(os.stat(path).st_mode) for path in settings["scratch_dirs"]}
 
     def serve(self) -> None:
         self.link.send(protocol.message("ready"))
-        self.prepare_spare()
+        self.prepare_spares()
         while True:
             msg = self.link.receive_while_idle(_reap_zombies)
             if msg is None:
-                self.drop_spare()
-                self.kill_all_but(None)
+                self.drop_spares()
+                self.kill_all_but(set())
                 return
             if msg["op"] == "spawn":
                 self.spawn(self.link.take_fd(), msg["settings"])
@@ -575,68 +735,79 @@ class _Template:
                 self.renew()
 
     def spawn(self, fd: int, settings: dict) -> None:
-        """Hand `fd` to a spare process that never ran agent code; it becomes the new process."""
-        if self.used or self.spare is None:
+        """Hand `fd` to a spare of the job's role; a new interpreter first ends the last episode."""
+        role = settings["role"]
+        if role not in self.roles:
+            self.roles.append(role)
+        if role == "interpreter" and self.used:
             self.renew()
         try:
-            self.activate_spare(fd, settings)
+            self.activate(role, fd, settings)
         except OSError:
-            self.drop_spare()
-            self.renew()
-            self.activate_spare(fd, settings)
+            self.activate(role, fd, settings)
         os.close(fd)
-        self.prepare_spare()
+        if role == "interpreter":
+            self.used = True
+            self.prepare_spares()
 
-    def activate_spare(self, fd: int, settings: dict) -> None:
-        pid, sock = self.spare
-        self.spare = None
-        self.used.append(pid)
+    def activate(self, role: str, fd: int, settings: dict) -> None:
+        """Give the job to the spare of `role` (forked now if it is missing or dead)."""
+        if self.live_spare(role) is None:
+            self.drop_spare(role)
+            self.prepare_spare(role)
+        pid, sock = self.spares.pop(role)
         try:
+            os.kill(pid, signal.SIGCONT)
             _HostLink(sock).send(protocol.message("spawn", settings=settings), (fd,))
         finally:
             sock.close()
 
     def renew(self) -> None:
-        """Kill every process but this one and the spare, then empty the scratch folders and IPC objects.
-
-        The spare was forked from this template, so it never ran agent code; if it is gone, a new one is
-        forked once the old processes are dead.
-        """
-        spare = self.live_spare()
-        self.kill_all_but(spare)
-        if spare is None:
-            self.drop_spare()
-            self.prepare_spare()
-        self.used = []
+        """Kill every process but this one and the spares, then empty the scratch folders and IPC objects."""
+        live = {pid for pid in map(self.live_spare, list(self.spares)) if pid is not None}
+        self.kill_all_but(live)
+        self.prepare_spares()
+        self.used = False
         for path, mode in self.scratch_modes.items():
             _empty_folder(path, mode)
         if self.settings["private_ipc"]:
             _remove_sysv_ipc()
 
-    def kill_all_but(self, spare: int | None) -> None:
+    def kill_all_but(self, keep: set[int]) -> None:
         if self.settings["kills"] == "namespace":
-            _kill_namespace_but(spare)
+            _kill_namespace_but(keep)
         else:
-            _kill_descendants_but(spare)
+            _kill_descendants_but(keep)
 
-    def live_spare(self) -> int | None:
-        """The spare's PID if it is still alive (episode code may have killed it)."""
-        if self.spare is None:
+    def live_spare(self, role: str) -> int | None:
+        """The PID of the spare of `role` if it is still alive (episode code may have killed it)."""
+        if role not in self.spares:
             return None
+        pid = self.spares[role][0]
         try:
-            exited, _ = os.waitpid(self.spare[0], os.WNOHANG)
+            exited, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             return None
-        return None if exited else self.spare[0]
+        return None if exited else pid
 
-    def drop_spare(self) -> None:
-        if self.spare is not None:
-            self.spare[1].close()
+    def drop_spares(self) -> None:
+        for role in list(self.spares):
+            self.drop_spare(role)
+
+    def drop_spare(self, role: str) -> None:
+        if role in self.spares:
+            pid, sock = self.spares.pop(role)
+            sock.close()
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.spare[0], signal.SIGKILL)
-            self.spare = None
+                os.kill(pid, signal.SIGKILL)
 
-    def prepare_spare(self) -> None:
+    def prepare_spares(self) -> None:
+        for role in self.roles:
+            if self.live_spare(role) is None:
+                self.drop_spare(role)
+                self.prepare_spare(role)
+
+    def prepare_spare(self, role: str) -> None:
         ours, theirs = socket.socketpair()
         try:
             pid = os.fork()
@@ -645,17 +816,17 @@ class _Template:
             theirs.close()
             return
         if pid == 0:
-            _spare(theirs, self.settings)
+            _spare(theirs, role, self.settings)
         theirs.close()
-        self.spare = (pid, ours)
+        self.spares[role] = (pid, ours)
 
 
-def _spare(sock: socket.socket, settings: dict) -> None:
+def _spare(sock: socket.socket, role: str, settings: dict) -> None:
     """Body of a spare process: prepare its role, wait for a socket and a job, then do it; never returns."""
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         _close_inherited_descriptors(keep=sock.fileno())
-        role = _ROLES[settings["role"]](settings["work_dir"])
+        role = _ROLES[role](settings["work_dir"])
         link = _HostLink(sock)
         msg = link.receive()
         if msg is not None:
@@ -673,16 +844,16 @@ def _close_inherited_descriptors(keep: int) -> None:
     os.closerange(keep + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
-def _kill_namespace_but(spare: int | None) -> None:
-    """Kill every process of the PID namespace but this one (PID 1) and `spare`, and reap them.
+def _kill_namespace_but(spares: set[int]) -> None:
+    """Kill every process of the PID namespace but this one (PID 1) and the `spares`, and reap them.
 
-    `kill(-1, SIGSTOP)` stops all of them at once (a process with a stop pending cannot fork), the spare is
-    continued, and the others, now a fixed set, are killed one by one.
+    `kill(-1, SIGSTOP)` stops all of them at once (a process with a stop pending cannot fork), the spares
+    are continued, and the others, now a fixed set, are killed one by one.
     """
     with contextlib.suppress(ProcessLookupError):
         os.kill(-1, signal.SIGSTOP)
-    keep = {os.getpid()} if spare is None else {os.getpid(), spare}
-    if spare is not None:
+    keep = {os.getpid(), *spares}
+    for spare in spares:
         os.kill(spare, signal.SIGCONT)
     deadline = time.monotonic() + _DEATH_TIMEOUT_S
     while True:
@@ -700,11 +871,11 @@ def _namespace_processes() -> set[int]:
     return {int(name) for name in os.listdir("/proc") if name.isdigit()}
 
 
-def _kill_descendants_but(spare: int | None) -> None:
-    """Without a PID namespace: kill every descendant but `spare` (orphans come back to this subreaper)."""
+def _kill_descendants_but(spares: set[int]) -> None:
+    """Without a PID namespace: kill every descendant but the `spares` (orphans come back to this subreaper)."""
     while True:
         _reap_zombies()
-        found = [pid for pid in _descendants(os.getpid()) if pid != spare]
+        found = [pid for pid in _descendants(os.getpid()) if pid not in spares]
         if not found:
             return
         for pid in found:

@@ -183,7 +183,6 @@ def _inside_settings(control_fd: int, *, work_dir: str, kills: str, private_ipc:
     arch = _architecture()
     return {
         "control_fd": control_fd,
-        "role": "interpreter",
         "work_dir": work_dir,
         "kills": kills,
         "private_ipc": private_ipc,

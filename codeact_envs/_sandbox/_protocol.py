@@ -105,6 +105,8 @@ MESSAGES = {
     "call": {"id": Count(), "name": NAME, "args": VALUE, "kwargs": VALUE},
     "read": {"id": Count(), "name": NAME},
     "returned": {"id": Count(), "ok": Flag(), "value": MAYBE_VALUE, "error_type": MAYBE_NAME, "error": MAYBE_TEXT},
+    "serve": {"id": Count()},
+    "served": {"id": Count()},
     "grade": {"setup": Text(), "tests": Text(), "stubs": VALUE},
     "verdict": {"passed": Flag(), "detail": Text()},
 }
@@ -112,10 +114,13 @@ MESSAGES = {
 
 - template -> host: ready (after start). host -> template: spawn (with the new process's socket attached),
   finish (the episode is over: kill its processes, clean up, prepare the next process).
-- interpreter -> host: ready, tool (a call of a host tool), result (of an exec), returned (of a call or read).
-  host -> interpreter: exec (run an action), reply (to a tool), call (a function of the agent's program),
-  read (a variable of the agent's program).
-- grader -> host: ready, call, read (forwarded to the interpreter), verdict. host -> grader: grade, returned.
+- interpreter -> host: ready, tool (a call of a host tool), result (of an exec), returned (of a call or read),
+  served. host -> interpreter: exec (run an action), reply (to a tool), call (a function of the agent's
+  program), read (a variable of the agent's program), serve (answer the calls and reads that come on the
+  attached socket, from a grader, until it closes; then say served).
+- grader -> host: ready, verdict. host -> grader: grade (with the grader's end of that socket attached).
+- grader -> interpreter, on that socket: call, read. interpreter -> grader: returned. The grader validates
+  every frame of the interpreter as the host does.
 """
 
 
