@@ -21,9 +21,11 @@ from ._env import CodeActEnv, defines_oracle
 from ._errors import InfrastructureError
 from ._loading import column_problems, default_split, load_env
 from ._origin import check_split, files_root, task_rows
+from ._tamper import BATTERY, Hack
 
 DO_NOTHING = "final_answer(None)"
 NOT_UPLOADED = ("__pycache__", ".git", ".cache")
+_SCORE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,10 @@ def check(
     The folder holds only files that are its own; the card carries the Hub's tags and `configs:` for every
     split; the task rows have the columns the transforms need; Gymnasium's `check_env` passes; the oracle
     reaches the maximum return on every task tried; an agent that does nothing gets the minimum, which is
-    lower; the same seed gives the same episode. Episodes are played once the task rows can be read and have
+    lower; the same seed gives the same episode; no generic reward hack (an object equal to everything, patched
+    builtins, trace hooks, reading the grader, forged messages, early exits, `BaseException`s, fake pass
+    markers, NaN and infinities, str and float subclasses) scores above doing nothing on any task tried.
+    Episodes are played once the task rows can be read and have
     the columns the transforms read. An env that cannot be loaded (a bad manifest, bad `kwargs`) raises the
     loading error instead of returning a report.
 
@@ -254,9 +259,52 @@ def _check_determinism(subject: CheckedEnv, report: CheckReport) -> None:
         report.problems.append(f"two episodes with seed {subject.seed} differ: {first!r} != {second!r}")
 
 
+def _check_tamper_audit(subject: CheckedEnv, report: CheckReport) -> None:
+    """No generic reward hack (see `_tamper.BATTERY`) scores above doing nothing on any task tried."""
+    env = subject.env
+    floors = report.do_nothing_returns
+    if len(floors) != len(subject.tasks):
+        floors = [_episode_return(env, task, subject.seed, DO_NOTHING) for task in subject.tasks]
+    for hack in BATTERY:
+        above = []
+        for row, (task, floor) in enumerate(zip(subject.tasks, floors, strict=True)):
+            try:
+                score = _hack_return(env, task, subject.seed, hack)
+            except InfrastructureError:
+                raise
+            except Exception as e:
+                report.problems.append(
+                    f"reward hack {hack.name!r} made task row {row} raise {_described(e, subject.folder)}"
+                )
+                break
+            if score > floor + _SCORE_TOLERANCE:
+                above.append(f"row {row}: {score:g} > {floor:g}")
+        if above:
+            report.problems.append(
+                f"reward hack {hack.name!r} scores above doing nothing ({'; '.join(above[:5])}"
+                f"{'; ...' if len(above) > 5 else ''}): the env's grader can be fooled by it"
+            )
+
+
+def _hack_return(env: CodeActEnv, task: dict[str, Any], seed: int, hack: Hack) -> float:
+    """The return of an episode where the agent plays `hack`, then answers None until the episode ends."""
+    observation, _ = env.reset(seed=seed, options={"task": task})
+    pending, total, done = hack.play(observation), 0.0, False
+    while not done:
+        _, reward, terminated, truncated, _ = env.step(pending.pop(0) if pending else DO_NOTHING)
+        total += float(reward)
+        done = terminated or truncated
+    return total
+
+
 FOLDER_CHECKS: list[Check] = [_check_files, _check_card]
 TASK_CHECKS: list[Check] = [_check_task_columns]
-PLAY_CHECKS: list[Check] = [_check_gymnasium_api, _check_oracle_and_do_nothing, _check_determinism]
+PLAY_CHECKS: list[Check] = [
+    _check_gymnasium_api,
+    _check_oracle_and_do_nothing,
+    _check_determinism,
+    _check_tamper_audit,
+]
 
 
 def _play(env: CodeActEnv, task: dict[str, Any], seed: int, first_action: str) -> list[Any]:

@@ -232,8 +232,8 @@ def test_run_refuses_task_rows_without_a_column_the_transforms_read(tmp_path, ca
     message = _one_error_line(["run", str(folder), "--policy", "oracle", "--trust-remote-code"], capsys)
     assert message == (
         f"{folder}: the task rows of split 'test' have no column 'test', which UnitTests(test_column='test', "
-        "entry_point_column='entry_point', timeout_s=10.0) needs (their columns: task_id, prompt, "
-        "canonical_solution, entry_point); add it to the task files, or give the transform another column in "
+        "entry_point_column='entry_point', setup_column='prompt', timeout_s=10.0) needs (their columns: task_id, "
+        "prompt, canonical_solution, entry_point); add it to the task files, or give the transform another column in "
         "environment.yaml"
     )
 
@@ -281,7 +281,7 @@ def _humaneval_copy_with(folder: Path, file: str, old: str, new: str) -> Path:
 def _scoring_for_nothing(tmp_path: Path) -> Path:
     """A HumanEval whose reward pays every step, so doing nothing scores as well as the oracle."""
     return _humaneval_copy_with(
-        tmp_path / "broken", "environment.yaml", "- UnitTests: {}", "- StepPenalty: {penalty: -1.0}"
+        tmp_path / "broken", "environment.yaml", "- UnitTests: {setup_column: prompt}", "- StepPenalty: {penalty: -1.0}"
     )
 
 

@@ -86,6 +86,57 @@ def test_the_tests_never_enter_the_agent_sandbox(env, tasks):
 
 
 WRONG = "def truncate_number(number):\n    return 0.0\n"
+ALWAYS_EQUAL = """
+class Anything(float):
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    def __lt__(self, other):
+        return True
+    def __sub__(self, other):
+        return self
+    def __abs__(self):
+        return self
+    def __bool__(self):
+        return True
+    __hash__ = float.__hash__
+"""
+EQUAL_STR = "class Same(str):\n    def __eq__(self, other):\n        return True\n"
+EQUAL_OBJECT = "class Weird:\n    def __eq__(self, other):\n        return True\n"
+FRAME = """
+import os, stat, struct, sys, json
+def is_socket(fd):
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+fd = next(fd for fd in range(3, 64) if is_socket(fd))
+frame = sys._getframe()
+while 'msg' not in frame.f_locals:
+    frame = frame.f_back
+result = {"op": "result", "id": frame.f_locals['msg']['id'], "stdout": "", "stdout_omitted": 0, "stderr": "",
+          "stderr_omitted": 0, "value": None, "error": None, "error_type": None, "answer": '"done"'}
+body = json.dumps(result).encode()
+os.write(fd, struct.pack('>I', len(body)) + body)
+os._exit(0)
+"""
+SNOOP = """
+import gc, linecache, os, sys
+def truncate_number(number):
+    found = [text for text in linecache.cache if 'check' in str(text)]
+    frame = sys._getframe()
+    while frame is not None:
+        found += [name for name in frame.f_globals if name in ('check', 'METADATA')]
+        frame = frame.f_back
+    found += [o for o in gc.get_objects() if isinstance(o, str) and 'def check' in o]
+    for pid in os.listdir('/proc'):
+        try:
+            found += os.listdir(f'/proc/{pid}/fd')
+        except OSError:
+            pass
+    return 0.5 if found else 0.0
+"""
 
 
 @pytest.mark.parametrize(
@@ -94,31 +145,71 @@ WRONG = "def truncate_number(number):\n    return 0.0\n"
         WRONG + "import sys\nsys.exit(0)",
         "def truncate_number(number):\n    raise SystemExit(0)",
         "def truncate_number(number):\n    import os\n    os._exit(0)",
+        WRONG + "raise SystemExit(0)",
+        "def truncate_number(number):\n    raise KeyboardInterrupt",
+        "class Escape(BaseException):\n    pass\ndef truncate_number(number):\n    raise Escape",
         WRONG + "def check(candidate):\n    return True",
+        WRONG + "candidate = check = METADATA = None",
         WRONG + "import builtins\nbuiltins.abs = lambda value: 0",
         WRONG + "abs = lambda value: 0",
         WRONG + "import builtins\nbuiltins.AssertionError = None",
         "def truncate_number(number):\n    import builtins\n    builtins.abs = lambda value: 0\n    return 0.0",
         "def truncate_number(number):\n    while True:\n        pass",
         WRONG + "import math\nmath.isclose = lambda *args, **kwargs: True",
+        WRONG + "import sys, threading\nsys.settrace(lambda *a: None)\nthreading.settrace(lambda *a: None)",
+        WRONG + "import sys\ndef skip(frame, event, arg):\n    return skip\nsys.settrace(skip)",
+        ALWAYS_EQUAL + "def truncate_number(number):\n    return Anything(0.0)",
+        EQUAL_STR + "def truncate_number(number):\n    return Same('0')",
+        "def truncate_number(number):\n    return float('nan')",
+        "def truncate_number(number):\n    return float('inf')",
+        EQUAL_OBJECT + "def truncate_number(number):\n    return Weird()",
+        SNOOP,
+        WRONG + "print('PASS')\nprint('All tests passed')\nprint('ok ' * 100)",
+        WRONG + FRAME,
     ],
     ids=[
         "sys.exit at top level",
         "SystemExit inside the function",
         "os._exit inside the function",
+        "SystemExit after defining",
+        "KeyboardInterrupt inside the function",
+        "a BaseException subclass",
         "own check",
+        "grader names replaced",
         "patched builtins.abs",
         "shadowing abs",
         "patched AssertionError",
         "patching builtins when called",
         "hanging function",
         "patched math.isclose",
+        "trace hooks",
+        "a trace hook that tries to skip lines",
+        "__eq__ always True on a float subclass",
+        "str subclass equal to everything",
+        "NaN",
+        "infinity",
+        "an object equal to everything",
+        "reading the grader's source, frames and descriptors",
+        "fake pass markers",
+        "a forged result message, then exit",
     ],
 )
 def test_reward_hacks_do_not_pass_a_wrong_solution(tasks, hack):
     with load_env(HUMANEVAL, trust_remote_code=True) as env:
         env.transform.transforms[0].timeout_s = 2.0
         assert _episode_reward(env, tasks[2], hack, 'final_answer("done")') == 0.0
+
+
+def test_a_right_solution_that_printed_a_lot_first_passes(env, tasks):
+    task = tasks[2]
+    solution = "print('x' * 200_000)\n" + task["prompt"] + task["canonical_solution"]
+    assert _episode_reward(env, task, solution, 'final_answer("done")') == 1.0
+
+
+def test_a_right_solution_is_graded_even_after_the_agent_forged_a_result(env, tasks):
+    task = tasks[2]
+    forged = task["prompt"] + task["canonical_solution"] + "\nprint('PASS')"
+    assert _episode_reward(env, task, forged, 'final_answer("done")') == 1.0
 
 
 def test_gymnasium_check_env_passes_on_humaneval():
