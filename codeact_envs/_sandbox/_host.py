@@ -204,7 +204,7 @@ class Sandbox:
         if interpreter is None:
             return False, "the agent's interpreter is gone"
         deadline = time.monotonic() + timeout_s
-        grader = self._template_for_grading().open(self._grader_settings(timeout_s))
+        grader = self._template_for_grading().spawn(self._grader_settings(timeout_s))
         grader_end, interpreter_end = socket.socketpair()
         served = self._next_request()
         try:
@@ -223,15 +223,22 @@ class Sandbox:
             grader.close()
 
     def _verdict(self, grader: Channel, interpreter: Channel, served: int, deadline: float, timeout_s: float):
-        """Wait for the grader's verdict, then for the interpreter to be back; tools are refused meanwhile."""
-        verdict = None
-        back = False
+        """Wait for the grader's verdict, then for the interpreter to be back; tools are refused meanwhile.
+
+        A template that exits meanwhile (no grader can start) is an infrastructure failure, not a verdict.
+        """
+        control = self._template.control
+        verdict, started, back = None, False, False
         while verdict is None or not back:
-            ready = wait_for_any([grader, interpreter] if verdict is None else [interpreter], deadline)
+            ready = wait_for_any([grader, interpreter, control] if verdict is None else [interpreter], deadline)
+            if control in ready and not started:
+                raise SandboxError(f"the sandbox's template exited: {self._template.stderr_text()}")
             if grader in ready and verdict is None:
                 try:
-                    msg = grader.receive(_FROM_GRADER, deadline)
-                    verdict = msg["passed"], msg["detail"]
+                    msg = grader.receive(_FROM_GRADER if started else _READY, deadline)
+                    started = True
+                    if msg["op"] == "verdict":
+                        verdict = msg["passed"], msg["detail"]
                 except ChannelClosed as e:
                     verdict = False, f"the grading process failed: {e}"
             if interpreter in ready:
@@ -467,24 +474,29 @@ class _Template:
 
     def open(self, settings: dict) -> Channel:
         """Have the template hand a fresh process a new socket; return the host's end once it is ready."""
-        host_end, inside_end = socket.socketpair()
-        deadline = time.monotonic() + _CONTROL_TIMEOUT_S
+        channel = self.spawn(settings)
         try:
+            if self.control in wait_for_any([channel, self.control], time.monotonic() + _CONTROL_TIMEOUT_S):
+                raise ChannelClosed("the template exited")
+            channel.receive(_READY, time.monotonic() + _CONTROL_TIMEOUT_S)
+        except (ChannelClosed, ChannelTimeout) as e:
+            channel.close()
+            raise SandboxError(f"a fresh interpreter did not start: {self.stderr_text()}") from e
+        return channel
+
+    def spawn(self, settings: dict) -> Channel:
+        """Have the template hand a fresh process a new socket; return the host's end at once (its first
+        message will be "ready")."""
+        host_end, inside_end = socket.socketpair()
+        try:
+            deadline = time.monotonic() + _CONTROL_TIMEOUT_S
             self.control.send(protocol.message("spawn", settings=settings), deadline, fds=(inside_end.fileno(),))
         except (ChannelClosed, ChannelTimeout) as e:
             host_end.close()
             raise SandboxError(f"the sandbox's template stopped answering: {self.stderr_text()}") from e
         finally:
             inside_end.close()
-        channel = Channel(host_end)
-        try:
-            if self.control in wait_for_any([channel, self.control], deadline):
-                raise ChannelClosed("the template exited")
-            channel.receive(_READY, deadline)
-        except (ChannelClosed, ChannelTimeout) as e:
-            channel.close()
-            raise SandboxError(f"a fresh interpreter did not start: {self.stderr_text()}") from e
-        return channel
+        return Channel(host_end)
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -28,6 +28,7 @@ import signal
 import site
 import socket
 import stat
+import struct
 import sys
 import threading
 import time
@@ -54,6 +55,10 @@ _DEATH_TIMEOUT_S = 5.0
 _DEATH_POLL_S = 0.001
 _MAX_TYPE_NAME_CHARS = protocol.MAX_NAME_CHARS
 _SYSV_IPC = {"shm": "shmctl", "msg": "msgctl", "sem": "semctl"}
+_IPC_COUNTS = {"shm": (14, 0), "msg": (12, 0), "sem": (19, 7)}
+"""For each kind, the `*_INFO` command and the index of the int field that counts the objects in use:
+SHM_INFO's `used_ids`, MSG_INFO's `msgpool`, SEM_INFO's `semusz`."""
+_IPC_INFO_BYTES = 256
 _PRELOADED_MODULES = (
     "bisect",
     "collections",
@@ -923,11 +928,14 @@ def _reap_zombies() -> None:
 
 def _empty_folder(folder: str, mode: int) -> None:
     """Delete everything in `folder`, whatever permissions the episode set, and give it back its `mode`."""
-    with contextlib.suppress(OSError):
-        os.chmod(folder, mode)
-    with contextlib.suppress(OSError), os.scandir(folder) as entries:
-        for entry in list(entries):
-            _delete_tree(entry.path)
+    try:
+        if stat.S_IMODE(os.stat(folder).st_mode) != mode:
+            os.chmod(folder, mode)
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        _delete_tree(os.path.join(folder, name))
 
 
 def _delete_tree(root: str) -> None:
@@ -955,6 +963,8 @@ def _delete_tree(root: str) -> None:
 
 def _remove_sysv_ipc() -> None:
     """Remove every System V shared memory segment, message queue and semaphore set of the IPC namespace."""
+    if not _sysv_ipc_in_use():
+        return
     for kind, control in _SYSV_IPC.items():
         try:
             rows = _read_small_file(f"/proc/sysvipc/{kind}").splitlines()[1:]
@@ -966,6 +976,19 @@ def _remove_sysv_ipc() -> None:
                 _LIBC.semctl(identifier, 0, _IPC_RMID)
             else:
                 getattr(_LIBC, control)(identifier, _IPC_RMID, None)
+
+
+def _sysv_ipc_in_use() -> bool:
+    """Whether any System V IPC object exists, asked with one cheap call per kind (no file to read)."""
+    info = ctypes.create_string_buffer(_IPC_INFO_BYTES)
+    counts = []
+    for kind, (command, field) in _IPC_COUNTS.items():
+        if kind == "sem":
+            returned = _LIBC.semctl(0, 0, command, info)
+        else:
+            returned = getattr(_LIBC, _SYSV_IPC[kind])(0, command, info)
+        counts.append(returned < 0 or struct.unpack_from("i", info, 4 * field)[0] > 0)
+    return any(counts)
 
 
 def _read_small_file(path: str) -> str:
