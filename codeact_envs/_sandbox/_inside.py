@@ -10,10 +10,12 @@ of the episode, empties the scratch folders and the System V IPC objects, and fo
 Messages are those of `_protocol` (its source is loaded by the boot code as the module `_protocol`).
 """
 
+import _thread
 import array
 import ast
 import base64
 import builtins
+import collections
 import contextlib
 import ctypes
 import gc
@@ -21,7 +23,6 @@ import io
 import json
 import linecache
 import os
-import random
 import resource
 import select
 import signal
@@ -30,7 +31,6 @@ import socket
 import stat
 import struct
 import sys
-import threading
 import time
 import traceback
 import types
@@ -52,7 +52,8 @@ _RECEIVE_BYTES = 1 << 16
 _REAP_INTERVAL_S = 1.0
 _REWIND_BYTES = 1 << 20
 _DEATH_TIMEOUT_S = 5.0
-_DEATH_POLL_S = 0.001
+_DEATH_POLL_S = 0.0002
+_FORKER_TIMEOUT_S = 5.0
 _MAX_TYPE_NAME_CHARS = protocol.MAX_NAME_CHARS
 _SYSV_IPC = {"shm": "shmctl", "msg": "msgctl", "sem": "semctl"}
 _IPC_COUNTS = {"shm": (14, 0), "msg": (12, 0), "sem": (19, 7)}
@@ -74,7 +75,6 @@ _PRELOADED_MODULES = (
     "math",
     "operator",
     "re",
-    "statistics",
     "string",
     "textwrap",
     "typing",
@@ -119,6 +119,19 @@ class _HostLink:
                 return None
         return self._take_frame()
 
+    def receive_bytes_within(self, size: int, timeout_s: float) -> bytes:
+        """Exactly `size` raw bytes; `TimeoutError` when they did not come within `timeout_s`, EOFError at the end."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.buffer) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.sock], [], [], remaining)[0]:
+                raise TimeoutError("no answer in time")
+            if not self._fill():
+                raise EOFError("the other end closed its socket")
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
     def take_fd(self) -> int:
         return self.fds.pop(0)
 
@@ -146,24 +159,33 @@ class _HostLink:
 
 
 class _Turns:
-    """A first-come, first-served lock on the host link: no thread of the agent can starve another."""
+    """A first-come, first-served lock on the host link: no thread of the agent can starve another.
+
+    Built on `_thread` locks: importing `threading` in the template would make every fork pay for its
+    after-fork handler.
+    """
 
     def __init__(self):
-        self.condition = threading.Condition(threading.Lock())
-        self.next_ticket = 0
-        self.serving = 0
+        self.mutex = _thread.allocate_lock()
+        self.waiting: collections.deque = collections.deque()
+        self.busy = False
 
     def __enter__(self) -> None:
-        with self.condition:
-            ticket = self.next_ticket
-            self.next_ticket += 1
-            while ticket != self.serving:
-                self.condition.wait()
+        with self.mutex:
+            if not self.busy:
+                self.busy = True
+                return
+            turn = _thread.allocate_lock()
+            turn.acquire()
+            self.waiting.append(turn)
+        turn.acquire()
 
     def __exit__(self, *exc_info) -> None:
-        with self.condition:
-            self.serving += 1
-            self.condition.notify_all()
+        with self.mutex:
+            if self.waiting:
+                self.waiting.popleft().release()
+            else:
+                self.busy = False
 
 
 class _CappedText(io.TextIOBase):
@@ -570,7 +592,10 @@ def _apply_limits(settings: dict) -> None:
 
 
 def _seed_random(seed: int | None) -> None:
+    """Seed the agent's `random` (imported here, not in the template: its after-fork reseed costs every fork)."""
     if seed is not None:
+        import random
+
         random.seed(seed)
 
 
@@ -721,6 +746,7 @@ class _Template:
         self.link = _HostLink(control)
         self.settings = settings
         self.spares: dict[str, tuple[int, socket.socket]] = {}
+        self.forker: tuple[int, _HostLink] | None = None
         self.roles = ["interpreter"]
         self.used = False
         self.scratch_modes = {path: stat.S_IMODE(os.stat(path).st_mode) for path in settings["scratch_dirs"]}
@@ -732,6 +758,7 @@ class _Template:
             msg = self.link.receive_while_idle(_reap_zombies)
             if msg is None:
                 self.drop_spares()
+                self.drop_forker()
                 self.kill_all_but(set())
                 return
             if msg["op"] == "spawn":
@@ -768,8 +795,10 @@ class _Template:
             sock.close()
 
     def renew(self) -> None:
-        """Kill every process but this one and the spares, then empty the scratch folders and IPC objects."""
+        """Kill every process but this one, the forker and the spares, then empty the scratch folders and IPC."""
         live = {pid for pid in map(self.live_spare, list(self.spares)) if pid is not None}
+        if self.forker is not None and _alive(self.forker[0]):
+            live.add(self.forker[0])
         self.kill_all_but(live)
         self.prepare_spares()
         self.used = False
@@ -786,14 +815,9 @@ class _Template:
 
     def live_spare(self, role: str) -> int | None:
         """The PID of the spare of `role` if it is still alive (episode code may have killed it)."""
-        if role not in self.spares:
+        if role not in self.spares or not _alive(self.spares[role][0]):
             return None
-        pid = self.spares[role][0]
-        try:
-            exited, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        return None if exited else pid
+        return self.spares[role][0]
 
     def drop_spares(self) -> None:
         for role in list(self.spares):
@@ -813,22 +837,91 @@ class _Template:
                 self.prepare_spare(role)
 
     def prepare_spare(self, role: str) -> None:
+        """Have the forker fork a spare of `role` (a forker that is gone or stuck is replaced once)."""
         ours, theirs = socket.socketpair()
         try:
-            pid = os.fork()
-        except OSError:
-            ours.close()
+            pid = self.fork_spare(role, theirs.fileno())
+        except (OSError, TimeoutError, EOFError):
+            self.drop_forker()
+            try:
+                pid = self.fork_spare(role, theirs.fileno())
+            except (OSError, TimeoutError, EOFError):
+                ours.close()
+                return
+        finally:
             theirs.close()
-            return
-        if pid == 0:
-            _spare(theirs, role, self.settings)
-        theirs.close()
         self.spares[role] = (pid, ours)
+
+    def fork_spare(self, role: str, fd: int) -> int:
+        if self.forker is None:
+            self.forker = _start_forker(self.settings)
+        pid, link = self.forker
+        os.kill(pid, signal.SIGCONT)
+        socket.send_fds(link.sock, [bytes([list(_ROLES).index(role)])], [fd])
+        return int.from_bytes(link.receive_bytes_within(4, _FORKER_TIMEOUT_S), "big")
+
+    def drop_forker(self) -> None:
+        if self.forker is not None:
+            pid, link = self.forker
+            link.sock.close()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self.forker = None
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie of the forker counts as gone only once reaped, a moment later)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _start_forker(settings: dict) -> tuple[int, "_HostLink"]:
+    """Fork the forker: a process that never runs agent code and does nothing but fork spares.
+
+    Forking from the template itself would make the template fault on every page it writes after each fork;
+    the forker's own loop is small, so the pages it copies after a fork are few.
+    """
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        _forker(theirs, settings)
+    theirs.close()
+    return pid, _HostLink(ours)
+
+
+def _forker(sock: socket.socket, settings: dict) -> None:
+    """Body of the forker: fork a spare for each request, answer with its PID, reap the spares that end.
+
+    Its loop is kept to a few objects (one byte in, four bytes out), because every page it writes after a
+    fork is copied.
+    """
+    try:
+        _close_inherited_descriptors(keep=sock.fileno())
+        signal.signal(signal.SIGCHLD, lambda *_: _reap_zombies())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        roles = list(_ROLES)
+        while True:
+            role, ancillary, _, _ = sock.recvmsg(1, _FDS_SPACE)
+            if not role:
+                break
+            fd = int.from_bytes(ancillary[0][2][:4], sys.byteorder)
+            pid = os.fork()
+            if pid == 0:
+                _spare(socket.socket(fileno=fd), roles[role[0]], settings)
+            os.close(fd)
+            sock.sendall(pid.to_bytes(4, "big"))
+    except BaseException:
+        pass
+    os._exit(0)
 
 
 def _spare(sock: socket.socket, role: str, settings: dict) -> None:
     """Body of a spare process: prepare its role, wait for a socket and a job, then do it; never returns."""
     try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         _close_inherited_descriptors(keep=sock.fileno())
         role = _ROLES[role](settings["work_dir"])

@@ -114,6 +114,8 @@ MESSAGES = {
 
 - template -> host: ready (after start). host -> template: spawn (with the new process's socket attached),
   finish (the episode is over: kill its processes, clean up, prepare the next process).
+- inside the sandbox, between the template and its forker (both trusted): one byte, the index of a role in
+  `_inside._ROLES`, with the new spare's socket attached; the answer is the spare's PID in 4 bytes.
 - interpreter -> host: ready, tool (a call of a host tool), result (of an exec), returned (of a call or read),
   served. host -> interpreter: exec (run an action), reply (to a tool), call (a function of the agent's
   program), read (a variable of the agent's program), serve (answer the calls and reads that come on the
