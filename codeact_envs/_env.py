@@ -206,6 +206,11 @@ class CodeActEnv(gym.Env[str, str]):
         self.close()
 
 
+def env_tools(env: CodeActEnv) -> dict[str, Callable]:
+    """The env's tools by name, as the agent's code calls them."""
+    return dict(env._tools)
+
+
 def defines_oracle(env: CodeActEnv) -> bool:
     """Whether the env's class overrides `oracle`, so its tasks can be solved by code it provides."""
     return type(env).oracle is not CodeActEnv.oracle
