@@ -206,13 +206,24 @@ def test_shutdown_mid_iteration_stops_workers_and_closes_sandboxes():
     collector.shutdown()
     time.sleep(0.1)
     assert {t.name for t in threading.enumerate()} - before == set()
-    assert not _sandbox_processes()
+    assert not sandbox_processes(wait_s=0.5)
 
 
-def _sandbox_processes() -> list[int]:
+def sandbox_processes(wait_s: float = 5.0) -> list[int]:
+    """This test process's bubblewrap sandboxes and everything in them, once those being killed are gone (at most
+    `wait_s` seconds): a closed sandbox's processes take a moment to be reaped."""
     import psutil
 
-    return [p.pid for p in psutil.Process().children(recursive=True)]
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = [
+            process.pid
+            for process in psutil.Process().children(recursive=True)
+            if any(p.name() == "bwrap" for p in [process, *process.parents()])
+        ]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def test_the_progress_bar_shows_episodes_and_mean_reward(capsys):

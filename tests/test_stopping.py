@@ -2,9 +2,8 @@ import _thread
 import threading
 import time
 
-import psutil
 import pytest
-from test_collector import TASKS, make_numbers_env
+from test_collector import TASKS, make_numbers_env, sandbox_processes
 
 from codeact_envs import Collector
 
@@ -21,15 +20,6 @@ def make_slow_env():
     env = make_numbers_env()
     env.max_steps = STEPS
     return env
-
-
-def _our_sandbox_processes() -> list[int]:
-    """This test process's bubblewrap sandboxes and everything running in them."""
-    return [
-        process.pid
-        for process in psutil.Process().children(recursive=True)
-        if any(p.name() == "bwrap" for p in [process, *process.parents()])
-    ]
 
 
 def _after(delay_s: float, action) -> threading.Timer:
@@ -50,7 +40,7 @@ def test_ctrl_c_returns_within_about_one_step_and_leaves_no_process():
     with pytest.raises(KeyboardInterrupt):
         next(iter(collector))
     assert time.monotonic() - interrupted["at"] < 2 * STEP_S + 1.5
-    assert _our_sandbox_processes() == []
+    assert sandbox_processes(wait_s=0.5) == []
 
 
 def test_shutdown_from_another_thread_ends_the_iteration_without_half_played_episodes():
@@ -59,7 +49,7 @@ def test_shutdown_from_another_thread_ends_the_iteration_without_half_played_epi
     _after(1.5, collector.shutdown)
     assert list(collector) == []
     assert time.monotonic() - started < 1.5 + 2 * STEP_S + 1.5
-    assert _our_sandbox_processes() == []
+    assert sandbox_processes(wait_s=0.5) == []
 
 
 def test_shutdown_does_not_wait_for_a_slow_policy_to_answer():
@@ -76,4 +66,4 @@ def test_shutdown_does_not_wait_for_a_slow_policy_to_answer():
     started = time.monotonic()
     assert list(iterator) == []
     assert time.monotonic() - started < 2 * STEP_S
-    assert _our_sandbox_processes() == []
+    assert sandbox_processes(wait_s=0.5) == []

@@ -1,8 +1,7 @@
 import gc
 
-import psutil
 import pytest
-from test_collector import TASKS, make_numbers_env
+from test_collector import TASKS, make_numbers_env, sandbox_processes
 from test_failures import make_flaky_env
 
 integration = pytest.importorskip("codeact_envs.torchrl", reason="needs the [torchrl] extra")
@@ -61,10 +60,6 @@ def _policy(model, tokenizer, generate: bool):
         generate_kwargs={"max_new_tokens": 48, "do_sample": True},
         chat_template_name="chatml_format",
     )
-
-
-def _bwrap_processes() -> list[int]:
-    return [p.pid for p in psutil.Process().children(recursive=True) if p.name() == "bwrap"]
 
 
 def test_gym_wrapper_resets_with_a_task_steps_with_code_and_reads_reward_components():
@@ -137,14 +132,14 @@ def test_the_transform_leaves_no_sandbox_after_close_or_garbage_collection(chat_
     _, tokenizer = chat_model
     env, transform = _chat_env(tokenizer, make_numbers_env, TASKS[:1])
     env.reset()
-    assert _bwrap_processes()
+    assert sandbox_processes()
     transform.close()
-    assert _bwrap_processes() == []
+    assert sandbox_processes() == []
     env.reset()
-    assert _bwrap_processes()
+    assert sandbox_processes()
     del env, transform
     gc.collect()
-    assert _bwrap_processes() == []
+    assert sandbox_processes() == []
 
 
 def test_the_primer_needs_whole_groups():

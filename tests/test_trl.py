@@ -4,10 +4,12 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 
 import psutil
 import pytest
 from adder_env import TASKS, text_replies, tool_replies, write_adder_env
+from test_collector import sandbox_processes
 from test_failures import make_flaky_env
 
 from codeact_envs import InfrastructureError, SandboxError
@@ -205,17 +207,13 @@ def test_an_env_that_cannot_start_gives_none_rewards_not_a_crash():
     assert environment.get_reward() is None
 
 
-def _bwrap_processes() -> list[int]:
-    return [p.pid for p in psutil.Process().children(recursive=True) if p.name() == "bwrap"]
-
-
 def test_a_garbage_collected_adapter_leaves_no_sandbox_process(adder):
     environment = CodeActSpec(adder, trust_remote_code=True).environment_factory()
     environment.reset(task=TASKS[0], row=0)
-    assert _bwrap_processes()
+    assert sandbox_processes()
     del environment
     gc.collect()
-    assert _bwrap_processes() == []
+    assert sandbox_processes() == []
 
 
 def test_adapters_trl_never_closed_leave_no_process_when_the_trainer_process_ends(adder):
@@ -234,7 +232,22 @@ def test_adapters_trl_never_closed_leave_no_process_when_the_trainer_process_end
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     pids = [int(pid) for pid in done.stdout.split()]
     assert pids
-    assert [pid for pid in pids if psutil.pid_exists(pid)] == []
+    assert _still_running(pids) == []
+
+
+def _still_running(pids: list[int], wait_s: float = 5.0) -> list[int]:
+    """The processes of `pids` still running once those being killed are gone (at most `wait_s` seconds)."""
+    deadline = time.monotonic() + wait_s
+    while (running := [pid for pid in pids if _running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return running
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_specs_refuse_the_hook_of_the_other_action_format(adder):
