@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from ._check import check
 from ._collector import Collector
+from ._env import defines_oracle
 from ._errors import SandboxError, UntrustedCodeError
 from ._loading import default_split, load_env, load_tasks
 from ._policies import ModelPolicy, OraclePolicy
@@ -264,6 +265,10 @@ def _policy(args: argparse.Namespace, env: Any, tasks: Any) -> Any:
     if (args.policy is None) == (args.model is None):
         raise ValueError("pass exactly one of --policy oracle or --model MODEL_ID")
     if args.policy == "oracle":
+        if not defines_oracle(env):
+            raise ValueError(
+                f"{type(env).__name__} defines no oracle(task), so --policy oracle cannot play it; pass --model"
+            )
         return OraclePolicy(env, tasks)
     return ModelPolicy(_model(args.model_class, args.model, args.model_kwarg))
 

@@ -318,7 +318,9 @@ def test_push_then_run_by_name_then_list(hub, capsys):
     assert "pushed" in capsys.readouterr().out
     arguments = ["run", "cli-org/humaneval", "--policy", "oracle", "--trust-remote-code", "--limit", "2"]
     assert main([*arguments, "--no-progress"]) == 0
-    assert "mean reward  1.000" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "mean reward  1.000" in captured.out
+    assert captured.err == ""
     assert main(["list"]) == 0
     assert "cli-org/humaneval" in capsys.readouterr().out
 
@@ -335,3 +337,10 @@ def _closed_port_url() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_the_oracle_policy_needs_an_env_with_an_oracle(tmp_path, capsys):
+    folder = _humaneval_copy_with(tmp_path / "no-oracle", "env.py", "def oracle(", "def solution(")
+    arguments = ["run", str(folder), "--policy", "oracle", "--trust-remote-code", "--no-progress"]
+    message = _one_error_line(arguments, capsys)
+    assert message == "HumanEvalEnv defines no oracle(task), so --policy oracle cannot play it; pass --model"

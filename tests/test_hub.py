@@ -333,3 +333,31 @@ def test_pushing_without_a_reachable_hub_fails_before_running_the_check(refusing
         push_to_hub(copy, "org/x", trust_remote_code=True)
     assert not marker.exists()
     assert refusing_hub.connections == 1
+
+
+def test_an_env_from_the_hub_resets_without_a_task_to_its_first_task(pushed):
+    with load_env("org/humaneval", trust_remote_code=True) as env:
+        observation, _ = env.reset()
+        assert env.task["task_id"] == "HumanEval/0"
+        assert observation == env.setup(env.task)
+
+
+def test_check_on_a_hub_repo_passes(pushed):
+    report = check("org/humaneval", trust_remote_code=True, max_tasks=3)
+    assert report.problems == []
+    assert report.tasks_tried == 3
+
+
+def test_push_checks_every_env_the_manifest_declares(hub, copy):
+    manifest = copy / "environment.yaml"
+    text = manifest.read_text()
+    second = text.split("environments:\n", 1)[1].replace("id: humaneval", "id: humaneval-broken")
+    manifest.write_text(text + second.replace("- UnitTests: {}", "- StepPenalty: {penalty: -1.0}"))
+    with pytest.raises(ValueError) as caught:
+        push_to_hub(copy, "org/two-envs", trust_remote_code=True)
+    assert str(caught.value).startswith(f"{copy} fails check, so it was not pushed: env 'humaneval-broken': ")
+    assert "scores as well as the oracle" in str(caught.value)
+    manifest.write_text(text + second)
+    commit = push_to_hub(copy, "org/two-envs", trust_remote_code=True)
+    with load_env("org/two-envs", env_id="humaneval-broken", trust_remote_code=True) as env:
+        assert env.commit == commit
