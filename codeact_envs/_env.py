@@ -162,6 +162,8 @@ class CodeActEnv(gym.Env[str, str]):
         self._steps += 1
         step = self._rewarded(self._step_record(action, result))
         self._done = step.done
+        if step.done:
+            self._sandbox.finish()
         self._history.append((action, result))
         self._transcript += [(f"action {self._steps}", action), (f"observation {self._steps}", step.observation)]
         return step.observation, step.reward, step.terminated, step.truncated, step.info
@@ -310,7 +312,12 @@ def _with_omission(text: str, omitted: int) -> str:
 
 def _status_markers(result: ExecutionResult, timeout_s: float) -> list[str]:
     markers = []
-    if result.timed_out:
+    if result.timed_out_tool is not None:
+        markers.append(
+            f"[timeout: the tool {result.timed_out_tool}() was still running after {timeout_s:g} s; "
+            "the action was stopped]"
+        )
+    elif result.timed_out:
         markers.append(f"[timeout: the action ran longer than {timeout_s:g} s and was stopped]")
     elif result.restarted:
         markers.append("[the interpreter exited]")

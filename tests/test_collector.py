@@ -4,7 +4,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import CalculatorEnv
+from conftest import CalculatorEnv, descendants, still_running
 
 from codeact_envs import Collector, ExactMatch, OraclePolicy, Trajectory, load_env, load_tasks
 
@@ -201,18 +201,16 @@ def test_iterating_twice_is_refused():
 
 def test_shutdown_mid_iteration_stops_workers_and_closes_sandboxes():
     before = {t.name for t in threading.enumerate()}
+    running_before = descendants()
     collector = Collector(make_numbers_env, solver, TASKS * 20, num_envs=3, batch_size=1)
-    next(iter(collector))
+    batches = iter(collector)
+    next(batches)
+    sandboxes = descendants() - running_before
+    assert sandboxes
     collector.shutdown()
     time.sleep(0.1)
     assert {t.name for t in threading.enumerate()} - before == set()
-    assert not _sandbox_processes()
-
-
-def _sandbox_processes() -> list[int]:
-    import psutil
-
-    return [p.pid for p in psutil.Process().children(recursive=True)]
+    assert still_running(sandboxes) == set()
 
 
 def test_the_progress_bar_shows_episodes_and_mean_reward(capsys):
