@@ -3,18 +3,18 @@
 from ._check import CheckReport, check
 from ._collector import Collector
 from ._env import CodeActEnv, tool
-from ._errors import InfrastructureError, ManifestError, SandboxError
+from ._errors import InfrastructureError, ManifestError, SandboxError, UntrustedCodeError
 from ._hub import EnvInfo, list_envs, push_to_hub
 from ._loading import load_env, load_tasks
 from ._manifest import Manifest
+from ._origin import EnvOrigin
 from ._policies import ModelPolicy, OraclePolicy, TransformersPolicy
 from ._prompt import Chat, Turn
 from ._rollout import Trajectory
 from ._sandbox import ExecutionResult
 from ._spaces import UnicodeText
 from ._transforms import Compose, ErrorPenalty, ExactMatch, Step, StepPenalty, Transform, UnitTests
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "Chat",
@@ -23,6 +23,7 @@ __all__ = [
     "Collector",
     "Compose",
     "EnvInfo",
+    "EnvOrigin",
     "ErrorPenalty",
     "ExactMatch",
     "ExecutionResult",
@@ -40,6 +41,7 @@ __all__ = [
     "Turn",
     "UnicodeText",
     "UnitTests",
+    "UntrustedCodeError",
     "check",
     "list_envs",
     "load_env",

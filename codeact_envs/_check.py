@@ -1,19 +1,29 @@
-"""`check`: the same validation for every env (manifest, Gymnasium API, oracle, do-nothing, determinism)."""
+"""`check`: the same validation for every env, as a list of checks that each add the problems they find.
+
+`push_to_hub` publishes only what passes `check`: there is one validation, not two.
+"""
 
 import contextlib
+import dataclasses
 import io
 import itertools
+import os
+import stat
+import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gymnasium.utils.env_checker import check_env
-
+from ._card import card_problems
 from ._env import CodeActEnv, defines_oracle
-from ._loading import default_split, load_env, load_tasks
+from ._errors import InfrastructureError
+from ._loading import column_problems, default_split, load_env
+from ._origin import check_split, files_root, task_rows
 
 DO_NOTHING = "final_answer(None)"
+NOT_UPLOADED = ("__pycache__", ".git", ".cache")
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,29 @@ class CheckReport:
         return not self.problems
 
 
+@dataclass(frozen=True)
+class CheckedEnv:
+    """What every check sees: the loaded env, the split and its first task rows, the seed of the episodes."""
+
+    env: CodeActEnv
+    split: str
+    tasks: list[dict[str, Any]]
+    seed: int
+
+    @property
+    def folder(self) -> Path:
+        """The env's folder (for a Hub repo, its downloaded code, manifest and card)."""
+        return self.env.manifest.folder
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the env is a local folder (to publish), rather than a Hub repo."""
+        return self.env.commit is None
+
+
+Check = Callable[[CheckedEnv, CheckReport], None]
+
+
 def check(
     repo_id_or_path: str | Path,
     *,
@@ -53,9 +86,12 @@ def check(
 ) -> CheckReport:
     """Validate an env the way every env is validated.
 
-    The manifest is valid and the env loads; Gymnasium's `check_env` passes; the oracle reaches the
-    maximum return on every task tried; an agent that does nothing gets the minimum, which is lower;
-    the same seed gives the same episode.
+    The folder holds only files that are its own; the card carries the Hub's tags and `configs:` for every
+    split; the task rows have the columns the transforms need; Gymnasium's `check_env` passes; the oracle
+    reaches the maximum return on every task tried; an agent that does nothing gets the minimum, which is
+    lower; the same seed gives the same episode. Episodes are played once the task rows can be read and have
+    the columns the transforms read. An env that cannot be loaded (a bad manifest, bad `kwargs`) raises the
+    loading error instead of returning a report.
 
     Args:
         repo_id_or_path: The env folder or Hub dataset repo.
@@ -65,36 +101,162 @@ def check(
         trust_remote_code: Must be True: checking an env runs its code.
         **load_kwargs: Passed to `load_env` (e.g. `revision`, `env_id`).
     """
-    env = load_env(repo_id_or_path, trust_remote_code=trust_remote_code, **load_kwargs)
-    try:
+    with load_env(repo_id_or_path, trust_remote_code=trust_remote_code, **load_kwargs) as env:
         split = split or default_split(env)
-        tasks = _first_tasks(env, split, max_tasks)
-        report = CheckReport(env=str(repo_id_or_path), split=split, tasks_tried=len(tasks))
-        _check_gymnasium_api(env, report.problems)
-        if not defines_oracle(env):
-            report.problems.append(f"{type(env).__name__} defines no oracle(task): the check cannot prove it solvable")
-            return report
-        for task in tasks:
-            report.oracle_returns.append(_episode_return(env, task, seed, env.oracle(task)))
-            report.do_nothing_returns.append(_episode_return(env, task, seed, DO_NOTHING))
-        _check_returns(report)
-        _check_determinism(env, tasks[0] if tasks else {}, seed, report.problems)
+        check_split(env.manifest, split)
+        folder_report = CheckReport(env=str(repo_id_or_path), split=split, tasks_tried=0)
+        _run(FOLDER_CHECKS, CheckedEnv(env=env, split=split, tasks=[], seed=seed), folder_report)
+        tasks = _first_tasks(env, split, max_tasks, folder_report.problems)
+        report = dataclasses.replace(folder_report, tasks_tried=len(tasks))
+        subject = CheckedEnv(env=env, split=split, tasks=tasks, seed=seed)
+        if tasks and _run(TASK_CHECKS, subject, report):
+            _run(PLAY_CHECKS, subject, report)
         return report
-    finally:
-        env.close()
 
 
-def _first_tasks(env: CodeActEnv, split: str, max_tasks: int | None) -> list[dict[str, Any]]:
-    return list(itertools.islice(load_tasks(env, split, streaming=True), max_tasks))
+def _run(checks: list[Check], subject: CheckedEnv, report: CheckReport) -> bool:
+    """Run each check; one that raises adds a problem that says where, unless the machine failed, not the env.
+
+    Returns whether the checks found no problem.
+    """
+    found_before = len(report.problems)
+    for one_check in checks:
+        try:
+            one_check(subject, report)
+        except InfrastructureError:
+            raise
+        except Exception as e:
+            report.problems.append(f"{_title(one_check)} raised {_described(e, subject.folder)}")
+    return len(report.problems) == found_before
 
 
-def _check_gymnasium_api(env: CodeActEnv, problems: list[str]) -> None:
+def _title(one_check: Check) -> str:
+    return one_check.__name__.removeprefix("_check_").replace("_", " ")
+
+
+def _first_tasks(env: CodeActEnv, split: str, max_tasks: int | None, problems: list[str]) -> list[dict[str, Any]]:
+    """The first task rows of the split; a failure is a problem of its own unless a problem was found already
+    (a card without `configs:` makes `datasets` fail: that problem says what to fix)."""
+    try:
+        rows = task_rows(env.manifest, env.repo_id, env.commit, split, streaming=True)
+        tasks = [dict(row) for row in itertools.islice(rows, max_tasks)]
+    except InfrastructureError:
+        raise
+    except Exception as e:
+        if not problems:
+            problems.append(f"the task rows of split {split!r} could not be read: {_described(e, env.manifest.folder)}")
+        return []
+    if not tasks and not problems:
+        problems.append(f"the split {split!r} has no task rows")
+    return tasks
+
+
+def _check_files(subject: CheckedEnv, report: CheckReport) -> None:
+    """A local folder holds only regular files of its own: nothing that links or resolves outside it."""
+    if subject.is_local:
+        report.problems.extend(foreign_files(subject.folder))
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """One problem per entry of `folder` (as `push_to_hub` would upload it) that is not a file of its own:
+    a link resolving outside the folder or nowhere, a hard link, a FIFO, socket or device."""
+    problems = []
+    root = folder.resolve()
+    for directory, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in NOT_UPLOADED]
+        for name in subfolders + files:
+            problem = _foreign(Path(directory) / name, root)
+            if problem:
+                problems.append(f"{folder / (Path(directory) / name).relative_to(root)}: {problem}")
+    return problems
+
+
+def _foreign(path: Path, root: Path) -> str | None:
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.exists():
+            return f"a link to {os.readlink(path)!r}, which does not exist; remove it"
+        if not target.is_relative_to(root):
+            return (
+                f"links to {str(target)!r}, outside the env folder, so publishing would upload that file; "
+                "put a copy of the file in the folder, or remove the link"
+            )
+        return None
+    info = path.lstat()
+    if stat.S_ISDIR(info.st_mode):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a FIFO, socket or device); remove it"
+    if info.st_nlink > 1:
+        return (
+            f"a hard link ({info.st_nlink} names for one file), so it may be a file outside the env folder; "
+            "replace it by a copy"
+        )
+    return None
+
+
+def _check_card(subject: CheckedEnv, report: CheckReport) -> None:
+    """The card carries the Hub's tags, and `configs:` that point `datasets` at the task rows of every split."""
+    env = subject.env
+    root = files_root(subject.folder, env.commit)
+    report.problems.extend(card_problems(subject.folder, env.manifest, root=root, local=subject.is_local))
+
+
+def _check_task_columns(subject: CheckedEnv, report: CheckReport) -> None:
+    """Every task row tried has every column that the env's transforms read."""
+    common = [column for column in subject.tasks[0] if all(column in task for task in subject.tasks)]
+    rows = f"{subject.env.repo_id}: the task rows of split {subject.split!r}"
+    report.problems.extend(column_problems(subject.env.transform, common, rows))
+
+
+def _check_gymnasium_api(subject: CheckedEnv, report: CheckReport) -> None:
+    """Gymnasium's `check_env` passes (it resets without a task: the env plays its example task)."""
+    from gymnasium.utils.env_checker import check_env
+
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            check_env(env)
+            check_env(subject.env)
+    except InfrastructureError:
+        raise
     except Exception as e:
-        problems.append(f"gymnasium's check_env failed: {type(e).__name__}: {e}")
+        report.problems.append(f"gymnasium's check_env failed: {_described(e, subject.folder)}")
+
+
+def _check_oracle_and_do_nothing(subject: CheckedEnv, report: CheckReport) -> None:
+    """The oracle reaches the maximum return on every task; doing nothing gets the minimum, which is lower."""
+    env = subject.env
+    if not defines_oracle(env):
+        report.problems.append(f"{type(env).__name__} defines no oracle(task): the check cannot prove it solvable")
+        return
+    for row, task in enumerate(subject.tasks):
+        for returns, action in ((report.oracle_returns, None), (report.do_nothing_returns, DO_NOTHING)):
+            try:
+                returns.append(_episode_return(env, task, subject.seed, action or env.oracle(task)))
+            except InfrastructureError:
+                raise
+            except Exception as e:
+                who = "the oracle" if action is None else "doing nothing"
+                report.problems.append(f"task row {row}: {who}'s episode raised {_described(e, subject.folder)}")
+                return
+    _compare_returns(report)
+
+
+def _check_determinism(subject: CheckedEnv, report: CheckReport) -> None:
+    """Two episodes with the same seed, task and actions are the same episode (the oracle's, when it played
+    every task without raising; else doing nothing's)."""
+    env = subject.env
+    task = subject.tasks[0]
+    oracle_played = defines_oracle(env) and len(report.oracle_returns) == len(subject.tasks)
+    action = env.oracle(task) if oracle_played else DO_NOTHING
+    first, second = (_play(env, task, subject.seed, action) for _ in range(2))
+    if first != second:
+        report.problems.append(f"two episodes with seed {subject.seed} differ: {first!r} != {second!r}")
+
+
+FOLDER_CHECKS: list[Check] = [_check_files, _check_card]
+TASK_CHECKS: list[Check] = [_check_task_columns]
+PLAY_CHECKS: list[Check] = [_check_gymnasium_api, _check_oracle_and_do_nothing, _check_determinism]
 
 
 def _play(env: CodeActEnv, task: dict[str, Any], seed: int, first_action: str) -> list[Any]:
@@ -116,10 +278,7 @@ def _episode_return(env: CodeActEnv, task: dict[str, Any], seed: int, first_acti
     return sum(reward for _, reward, _, _ in _play(env, task, seed, first_action)[1:])
 
 
-def _check_returns(report: CheckReport) -> None:
-    if not report.oracle_returns:
-        report.problems.append(f"the split {report.split!r} has no tasks")
-        return
+def _compare_returns(report: CheckReport) -> None:
     best, worst = max(report.oracle_returns), min(report.do_nothing_returns)
     below = [i for i, value in enumerate(report.oracle_returns) if value < best]
     above = [i for i, value in enumerate(report.do_nothing_returns) if value > worst]
@@ -131,7 +290,12 @@ def _check_returns(report: CheckReport) -> None:
         report.problems.append(f"doing nothing ({worst:g}) scores as well as the oracle ({best:g}): the env is broken")
 
 
-def _check_determinism(env: CodeActEnv, task: dict[str, Any], seed: int, problems: list[str]) -> None:
-    first, second = (_play(env, task, seed, env.oracle(task)) for _ in range(2))
-    if first != second:
-        problems.append(f"two episodes with seed {seed} differ: {first!r} != {second!r}")
+def _described(error: BaseException, folder: Path) -> str:
+    """`Type: message`, and the line of the env's own code that raised it, when it did."""
+    where = ""
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        path = Path(frame.filename)
+        if path.is_relative_to(folder):
+            where = f" (at {path.relative_to(folder)}, line {frame.lineno}, in {frame.name})"
+            break
+    return f"{type(error).__name__}: {error}{where}"

@@ -1,60 +1,88 @@
 """The `codeact-envs` command: run, check and push envs."""
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ._check import check
 from ._collector import Collector
-from ._errors import ManifestError, SandboxError
+from ._env import defines_oracle
+from ._errors import SandboxError, UntrustedCodeError
 from ._loading import default_split, load_env, load_tasks
 from ._policies import ModelPolicy, OraclePolicy
 from ._rollout import Trajectory
 
+
+class _UsageError(Exception):
+    """Arguments that the command line does not accept (argparse's own errors), as one line."""
+
+
 _USER_ERRORS = (
-    ManifestError,
+    _UsageError,
     SandboxError,
     FileNotFoundError,
+    NotADirectoryError,
     ImportError,
     ValueError,
     PermissionError,
     ConnectionError,
     TimeoutError,
 )
+_OUTPUT_FORMATS = {".parquet": "a Parquet file", ".jsonl": "a JSON Lines file", "": "a datasets folder"}
 _EXAMPLES = """\
 examples:
   codeact-envs run envs/humaneval --policy oracle --trust-remote-code
   codeact-envs run org/humaneval --model-class OpenAIServerModel --model my-model \\
       --model-kwarg api_base=http://127.0.0.1:8000/v1 --model-kwarg api_key=x --trust-remote-code
   codeact-envs check envs/humaneval --trust-remote-code
-  codeact-envs push envs/humaneval my-org/humaneval
+  codeact-envs push envs/humaneval my-org/humaneval --trust-remote-code
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `codeact-envs`; returns the exit status (2 for a user mistake, with no traceback)."""
-    args = _parser().parse_args(argv)
+    """Entry point of `codeact-envs`; returns the exit status (2 for a user mistake, in one line on stderr)."""
     try:
+        args = _parser().parse_args(argv)
         return args.command(args)
-    except _USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except RuntimeError as e:
-        if e.__cause__ is not None and isinstance(e.__cause__, _USER_ERRORS):
-            print(f"error: {e.__cause__}", file=sys.stderr)
-            return 2
-        raise
+    except Exception as e:
+        mistake = _user_mistake(e)
+        if mistake is None:
+            raise
+        print(f"error: {_for_the_command_line(mistake)}", file=sys.stderr)
+        return 2
+
+
+def _user_mistake(error: BaseException) -> BaseException | None:
+    """The error itself, or the one a Collector stopped on, when it is the user's to fix; None for a bug."""
+    if isinstance(error, _USER_ERRORS):
+        return error
+    if isinstance(error, RuntimeError) and isinstance(error.__cause__, _USER_ERRORS):
+        return error.__cause__
+    return None
+
+
+def _for_the_command_line(error: BaseException) -> str:
+    """The message, with the command-line spelling of the fix where the Python one differs."""
+    if isinstance(error, UntrustedCodeError):
+        return f"{error.risk}; if you trust it, pass --trust-remote-code"
+    return str(error)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="codeact-envs",
         description="Run, check and publish CodeAct environments (Gymnasium envs whose actions are Python code).",
         epilog=_EXAMPLES,
@@ -68,13 +96,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _at_least(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _output_path(text: str) -> Path:
+    """A path whose extension names a format `run` can write; anything else is refused before the run."""
+    path = Path(text)
+    if path.suffix not in _OUTPUT_FORMATS:
+        formats = ", ".join(f"{suffix or 'no extension'} ({what})" for suffix, what in _OUTPUT_FORMATS.items())
+        raise argparse.ArgumentTypeError(f"cannot write {path.suffix!r} files; use {formats}")
+    if path.suffix == "" and path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; a datasets folder needs a new or empty folder")
+    return path
+
+
+def _add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow running the env's Python code on this machine (required: an env is code)",
+    )
+
+
 def _add_env_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("env", metavar="ENV", help="an env folder (envs/humaneval) or a Hub dataset repo id (org/name)")
     parser.add_argument("--revision", help="branch, tag or commit of the Hub repo")
     parser.add_argument("--env-id", help="which environment of the manifest, when it declares several")
-    parser.add_argument(
-        "--trust-remote-code", action="store_true", help="allow running the env's Python code (required)"
-    )
+    _add_trust_argument(parser)
     parser.add_argument("--split", help="task split (default: the manifest's first split)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes (default: 0)")
 
@@ -83,7 +141,9 @@ def _add_run(commands: Any) -> None:
     parser = commands.add_parser(
         "run",
         help="roll a policy over a split and summarize",
-        description="Roll a policy over a task split with a progress bar, print a summary, save trajectories.",
+        description="Roll a policy over the tasks of a split (with a progress bar on stderr) and print a summary "
+        "table. Trajectories are saved only with --output: to a .parquet or .jsonl file, or to a folder "
+        "(datasets' save_to_disk) for a path without extension.",
     )
     _add_env_arguments(parser)
     parser.add_argument(
@@ -102,11 +162,21 @@ def _add_run(commands: Any) -> None:
         metavar="KEY=VALUE",
         help="extra argument of the model class, VALUE read as JSON when it parses (repeatable)",
     )
-    parser.add_argument("--limit", type=int, help="run only the first N tasks")
-    parser.add_argument("--num-envs", type=int, default=2, help="envs stepping in parallel (default: 2)")
-    parser.add_argument("--group-size", type=int, default=1, help="episodes per task (default: 1)")
-    parser.add_argument("--output", type=Path, help="save trajectories: a .parquet file or a datasets folder")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--limit", type=_at_least(1), metavar="N", help="run only the first N tasks")
+    parser.add_argument(
+        "--num-envs", type=_at_least(1), default=2, metavar="N", help="envs stepping in parallel (default: 2)"
+    )
+    parser.add_argument(
+        "--group-size", type=_at_least(1), default=1, metavar="N", help="episodes per task (default: 1)"
+    )
+    parser.add_argument(
+        "--output",
+        type=_output_path,
+        metavar="PATH",
+        help="save the trajectories, one row each: PATH.parquet, PATH.jsonl, or a datasets folder at a PATH "
+        "without extension (default: save nothing)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="show no progress bars (ours nor datasets')")
     parser.set_defaults(command=_run)
 
 
@@ -118,16 +188,22 @@ def _add_check(commands: Any) -> None:
         "gets the minimum, same seed gives the same episode.",
     )
     _add_env_arguments(parser)
-    parser.add_argument("--max-tasks", type=int, default=20, help="tasks to try (default: 20; 0 for all)")
+    parser.add_argument(
+        "--max-tasks", type=_at_least(0), default=20, metavar="N", help="tasks to try (default: 20; 0 for all)"
+    )
     parser.set_defaults(command=_check)
 
 
 def _add_push(commands: Any) -> None:
     parser = commands.add_parser(
-        "push", help="publish an env folder to the Hub", description="Validate an env folder, then upload it."
+        "push",
+        help="publish an env folder to the Hub",
+        description="Run `check` on an env folder (it runs the folder's code), then upload the folder as a Hub "
+        "dataset repo in one commit; nothing is uploaded when the check finds a problem.",
     )
     parser.add_argument("env_dir", metavar="ENV_DIR", type=Path, help="the env folder")
     parser.add_argument("repo_id", metavar="REPO_ID", help="the Hub dataset repo, e.g. my-org/my-env")
+    _add_trust_argument(parser)
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--token", help="Hub token (default: the logged-in one)")
     parser.add_argument("--commit-message", default="Upload codeact env", help="message of the upload commit")
@@ -147,29 +223,52 @@ def _load_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    probe = load_env(args.env, **_load_options(args))
-    try:
-        split = args.split or default_split(probe)
-        tasks = load_tasks(probe, split)
-        if args.limit is not None:
-            tasks = tasks.select(range(min(args.limit, tasks.num_rows)))
-        policy = _policy(args, probe, tasks)
-    finally:
-        probe.close()
-    start = time.perf_counter()
-    trajectories = _collect(args, policy, tasks)
-    elapsed = time.perf_counter() - start
-    _print_summary(args.env, split, trajectories, elapsed)
-    if args.output is not None:
-        _save(trajectories, args.output)
-        print(f"saved {len(trajectories)} trajectories to {args.output}")
+    with _progress_bars(shown=not args.no_progress):
+        with load_env(args.env, **_load_options(args)) as probe:
+            split = args.split or default_split(probe)
+            tasks = load_tasks(probe, split)
+            if args.limit is not None:
+                tasks = tasks.select(range(min(args.limit, tasks.num_rows)))
+            policy = _policy(args, probe, tasks)
+        start = time.perf_counter()
+        trajectories = _collect(args, policy, tasks)
+        elapsed = time.perf_counter() - start
+        _print_summary(args.env, split, trajectories, elapsed)
+        if args.output is not None:
+            _save(trajectories, args.output)
+            print(f"saved {len(trajectories)} trajectories to {args.output}")
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bars(*, shown: bool) -> Iterator[None]:
+    """Our progress bar, and those of `datasets` and `huggingface_hub`, as asked; restored afterwards."""
+    if shown:
+        yield
+        return
+    import datasets
+    import huggingface_hub.utils as hub_utils
+
+    datasets_were_off, hub_was_off = datasets.are_progress_bars_disabled(), hub_utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not datasets_were_off:
+            datasets.enable_progress_bars()
+        if not hub_was_off:
+            hub_utils.enable_progress_bars()
 
 
 def _policy(args: argparse.Namespace, env: Any, tasks: Any) -> Any:
     if (args.policy is None) == (args.model is None):
         raise ValueError("pass exactly one of --policy oracle or --model MODEL_ID")
     if args.policy == "oracle":
+        if not defines_oracle(env):
+            raise ValueError(
+                f"{type(env).__name__} defines no oracle(task), so --policy oracle cannot play it; pass --model"
+            )
         return OraclePolicy(env, tasks)
     return ModelPolicy(_model(args.model_class, args.model, args.model_kwarg))
 
@@ -221,14 +320,18 @@ def _print_summary(env: str, split: str, trajectories: list[Trajectory], elapsed
 
 
 def _save(trajectories: list[Trajectory], output: Path) -> None:
+    """One row per trajectory, in the format the extension names (checked when the arguments were parsed)."""
     import datasets
 
     dataset = datasets.Dataset.from_list([t.to_dict() for t in trajectories])
+    if output.suffix == "":
+        dataset.save_to_disk(str(output))
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".parquet":
-        output.parent.mkdir(parents=True, exist_ok=True)
         dataset.to_parquet(str(output))
     else:
-        dataset.save_to_disk(str(output))
+        dataset.to_json(str(output), lines=True)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -248,7 +351,12 @@ def _push(args: argparse.Namespace) -> int:
     from ._hub import push_to_hub
 
     commit = push_to_hub(
-        args.env_dir, args.repo_id, private=args.private or None, token=args.token, commit_message=args.commit_message
+        args.env_dir,
+        args.repo_id,
+        private=args.private or None,
+        token=args.token,
+        commit_message=args.commit_message,
+        trust_remote_code=args.trust_remote_code,
     )
     print(f"pushed {args.env_dir} to {args.repo_id} ({commit})")
     return 0

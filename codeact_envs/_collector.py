@@ -218,7 +218,7 @@ class Collector:
         groups: dict[int, list[Trajectory]] = {}
         batch: list[Trajectory] = []
         running = self.num_envs
-        bar = _ProgressBar() if self.progress else None
+        bar = _ProgressBar(_episode_count(self.tasks, self.group_size)) if self.progress else None
         while running:
             item = self._receive()
             if item is None:
@@ -364,13 +364,21 @@ def _name_of(env_fn: Callable) -> str:
     return getattr(env_fn, "__qualname__", type(env_fn).__name__)
 
 
-class _ProgressBar:
-    """tqdm bar: episodes done, mean reward, env steps per second."""
+def _episode_count(tasks: Any, group_size: int) -> int | None:
+    """How many episodes the tasks make, when the task loader knows its length."""
+    try:
+        return len(tasks) * group_size
+    except TypeError:
+        return None
 
-    def __init__(self):
+
+class _ProgressBar:
+    """tqdm bar: episodes done (of `total`, when known), mean reward, env steps per second."""
+
+    def __init__(self, total: int | None):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(unit="episode", desc="collecting")
+        self.bar = tqdm(total=total, unit="episode", desc="collecting")
         self.rewards: list[float] = []
         self.steps = 0
         self.start = time.perf_counter()

@@ -9,6 +9,8 @@ from typing import Any, ClassVar, SupportsFloat, TypeVar
 import gymnasium as gym
 
 from ._errors import InfrastructureError
+from ._manifest import Manifest
+from ._origin import EnvOrigin, task_rows
 from ._prompt import system_prompt
 from ._sandbox import ExecutionResult, Isolation, Sandbox
 from ._spaces import UnicodeText
@@ -52,6 +54,8 @@ class CodeActEnv(gym.Env[str, str]):
         isolation: "bubblewrap" (default) or "none", an explicit opt-in to run without namespaces.
         render_mode: "ansi" (the episode transcript) or None.
         transform: Computes the reward of every step (see `Compose`); None gives reward 0.
+        origin: Where the env came from; `load_env` passes it. It gives `repo_id`, `commit`, `manifest` and
+            `spec`, and the task of a `reset()` without one: the first row of the manifest's first split.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
@@ -66,6 +70,7 @@ class CodeActEnv(gym.Env[str, str]):
         isolation: Isolation = "bubblewrap",
         render_mode: str | None = "ansi",
         transform: Transform | None = None,
+        origin: EnvOrigin | None = None,
     ):
         _check_render_mode(render_mode, self.metadata["render_modes"])
         self.max_steps = max_steps
@@ -75,9 +80,9 @@ class CodeActEnv(gym.Env[str, str]):
         self.action_space = UnicodeText()
         self.observation_space = UnicodeText()
         self.task: dict[str, Any] = {}
-        self.manifest: Any = None
-        self.repo_id: str | None = None
-        self.commit: str | None = None
+        self.spec = origin.spec if origin is not None else None
+        self._origin = origin
+        self._example_task: dict[str, Any] | None = None
         self._tool_failure: InfrastructureError | None = None
         self._tools = {name: self._reporting_failures(method) for name, method in _collect_tools(self).items()}
         self._sandbox = Sandbox(
@@ -91,6 +96,21 @@ class CodeActEnv(gym.Env[str, str]):
         self._done = True
         self._transcript: list[tuple[str, str]] = []
         self._history: list[tuple[str, ExecutionResult]] = []
+
+    @property
+    def repo_id(self) -> str | None:
+        """The Hub dataset repo the env was loaded from, or its folder's path; None when not built by `load_env`."""
+        return None if self._origin is None else self._origin.repo_id
+
+    @property
+    def commit(self) -> str | None:
+        """The resolved commit of the env's Hub repo; None for a folder or an env not built by `load_env`."""
+        return None if self._origin is None else self._origin.commit
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """The env's declaration in its `environment.yaml`; None when not built by `load_env`."""
+        return None if self._origin is None else self._origin.manifest
 
     def setup(self, task: dict[str, Any]) -> str:
         """Set the env's state from a task row and return the first observation (the prompt).
@@ -109,12 +129,17 @@ class CodeActEnv(gym.Env[str, str]):
         return system_prompt(self._tools)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        """Start an episode in a fresh interpreter; the task row is `options["task"]`."""
+        """Start an episode in a fresh interpreter; the task row is `options["task"]`.
+
+        Without a task (as Gymnasium's `check_env` calls it), an env built by `load_env` plays its example task:
+        the first row of its manifest's first split. An env built directly gets the empty task `{}`.
+        """
         super().reset(seed=seed)
-        self.task = dict((options or {}).get("task") or {})
+        given = (options or {}).get("task")
+        self.task = dict(given) if given is not None else self._default_task()
         self._tool_failure = None
         self._sandbox.reset(self._tools, seed=seed)
-        observation = self.setup(self.task)
+        observation = self.setup(self.task) if given is not None else self._setup_without_a_task()
         self._steps = 0
         self._done = False
         self._transcript = [("task", observation)]
@@ -137,9 +162,34 @@ class CodeActEnv(gym.Env[str, str]):
         self._steps += 1
         step = self._rewarded(self._step_record(action, result))
         self._done = step.done
+        if step.done:
+            self._sandbox.finish()
         self._history.append((action, result))
         self._transcript += [(f"action {self._steps}", action), (f"observation {self._steps}", step.observation)]
         return step.observation, step.reward, step.terminated, step.truncated, step.info
+
+    def _default_task(self) -> dict[str, Any]:
+        """The task of a `reset()` without one: the first row of the env's first split (read once), or `{}`."""
+        if self._origin is None:
+            return {}
+        if self._example_task is None:
+            self._example_task = _first_row(self._origin)
+        return dict(self._example_task)
+
+    def _setup_without_a_task(self) -> str:
+        """`setup` on the default task; a failure on the empty task of an env with no task set says what to pass."""
+        try:
+            return self.setup(self.task)
+        except InfrastructureError:
+            raise
+        except Exception as e:
+            if self._origin is not None:
+                raise
+            name = type(self).__name__
+            raise ValueError(
+                f"{name}.setup raised {e!r} on the empty task {{}}: reset() got no task, and {name} has no task set "
+                f"since it was not built by load_env; pass one: env.reset(options={{'task': row}})"
+            ) from e
 
     def _reporting_failures(self, method: Callable) -> Callable:
         """`method`, remembering an `InfrastructureError` it raises so that `step` raises it after the action."""
@@ -211,6 +261,19 @@ def env_tools(env: CodeActEnv) -> dict[str, Callable]:
     return dict(env._tools)
 
 
+def _first_row(origin: EnvOrigin) -> dict[str, Any]:
+    manifest = origin.manifest
+    split = manifest.splits[0]
+    rows = task_rows(manifest, origin.repo_id, origin.commit, split, streaming=True)
+    first = next(iter(rows), None)
+    if first is None:
+        raise ValueError(
+            f"{manifest.path}: split {split!r} has no task rows, and reset() without a task plays its first row; "
+            "add task rows, or pass a task: env.reset(options={'task': row})"
+        )
+    return dict(first)
+
+
 def defines_oracle(env: CodeActEnv) -> bool:
     """Whether the env's class overrides `oracle`, so its tasks can be solved by code it provides."""
     return type(env).oracle is not CodeActEnv.oracle
@@ -254,7 +317,12 @@ def _with_omission(text: str, omitted: int) -> str:
 
 def _status_markers(result: ExecutionResult, timeout_s: float) -> list[str]:
     markers = []
-    if result.timed_out:
+    if result.timed_out_tool is not None:
+        markers.append(
+            f"[timeout: the tool {result.timed_out_tool}() was still running after {timeout_s:g} s; "
+            "the action was stopped]"
+        )
+    elif result.timed_out:
         markers.append(f"[timeout: the action ran longer than {timeout_s:g} s and was stopped]")
     elif result.restarted:
         markers.append("[the interpreter exited]")

@@ -1,3 +1,9 @@
+"""The library's errors (each also a built-in exception) and the one "did you mean" helper."""
+
+import difflib
+from collections.abc import Iterable
+
+
 class InfrastructureError(RuntimeError):
     """A failure that is not the agent's: the sandbox, a host tool or the env itself broke.
 
@@ -12,4 +18,32 @@ class SandboxError(InfrastructureError):
 
 
 class ManifestError(ValueError):
-    """An `environment.yaml` is invalid; the message names the file, each key, its value and the fix."""
+    """An env's metadata is invalid: its `environment.yaml`, or the YAML front matter of its dataset card.
+
+    The message names the file, each key, its value and the fix.
+    """
+
+
+class UntrustedCodeError(ValueError):
+    """An env's Python code would run on this machine and the caller did not say it trusts it.
+
+    Attributes:
+        risk: What would run, e.g. "'org/name' runs its Python code (env.py) on this machine".
+    """
+
+    def __init__(self, risk: str):
+        self.risk = risk
+        super().__init__(f"{risk}; if you trust it, pass trust_remote_code=True")
+
+
+def did_you_mean(name: object, choices: Iterable[object]) -> str:
+    """` (did you mean 'x'?)` for the choice closest to `name`, or "" when none is close."""
+    by_text = {str(choice): choice for choice in choices}
+    close = difflib.get_close_matches(str(name), list(by_text), n=1)
+    return f" (did you mean {by_text[close[0]]!r}?)" if close else ""
+
+
+def short_repr(value: object, limit: int = 200) -> str:
+    """`repr(value)` cut to `limit` characters: an error message quotes a value, never a whole document."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

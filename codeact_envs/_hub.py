@@ -1,4 +1,4 @@
-"""The Hugging Face Hub side: env repos are dataset repos with an `environment.yaml` at their root.
+"""Publishing and finding envs on the Hugging Face Hub: env repos are dataset repos with an `environment.yaml`.
 
 `huggingface_hub` is imported where it is used: it reads `HF_ENDPOINT` and `HF_HUB_OFFLINE` once, when first
 imported, and importing this module should not be what fixes them.
@@ -11,18 +11,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-import yaml
+from ._card import CARD_FILE, ENV_TAG, minimal_card
+from ._check import NOT_UPLOADED, check
+from ._loading import hub_failure
+from ._manifest import Manifest, read_manifests
 
-from ._env import CodeActEnv, defines_oracle
-from ._loading import CODE_PATTERNS, load_env, load_tasks
-from ._manifest import Manifest
-
-ENV_TAG = "codeact-env"
-HUB_TAGS = ("rl-environment", ENV_TAG)
-CARD_FILE = "README.md"
 _MIRRORED = "*"
-_NOT_UPLOADED = ["__pycache__/*", "*/__pycache__/*"]
+_NOT_UPLOADED_PATTERNS = [pattern for name in NOT_UPLOADED for pattern in (f"{name}/*", f"*/{name}/*")]
+_PROBE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -40,28 +38,6 @@ class EnvInfo:
     last_modified: datetime | None
 
 
-def download_env(repo_id: str, *, revision: str | None, token: str | bool | None) -> tuple[Path, str]:
-    """Fetch an env repo's code, manifest and card (not its task data); return the folder and its commit."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        folder = snapshot_download(
-            repo_id, repo_type="dataset", revision=revision, token=token, allow_patterns=CODE_PATTERNS
-        )
-    except RevisionNotFoundError as e:
-        raise ValueError(
-            f"the env repo {repo_id!r} has no revision {revision!r}; pass a branch, tag or commit id of it"
-        ) from e
-    except RepositoryNotFoundError as e:
-        raise FileNotFoundError(
-            f"no dataset repo {repo_id!r} at {_endpoint()}; check the repo id, or pass token= if the repo is private"
-        ) from e
-    except LocalEntryNotFoundError as e:
-        raise _unavailable(repo_id, revision, e) from e
-    return Path(folder), Path(folder).name
-
-
 def push_to_hub(
     env_dir: str | Path,
     repo_id: str,
@@ -69,12 +45,13 @@ def push_to_hub(
     private: bool | None = None,
     token: str | bool | None = None,
     commit_message: str = "Upload codeact env",
+    trust_remote_code: bool = False,
 ) -> str:
-    """Check an env folder, then publish it as a Hub dataset repo in one commit.
+    """Check an env folder (`check`, the same verdict), then publish it as a Hub dataset repo in one commit.
 
-    The check loads the folder as `load_env` would and plays one episode: the first task of the first split,
-    one action (the env's oracle, or `final_answer(None)`). A folder without a `README.md` gets a minimal card
-    (tags `rl-environment` and `codeact-env`, a `configs:` entry per split) in the upload, not on disk.
+    A manifest that declares several envs has each of them checked. A folder without a `README.md` gets a
+    minimal card (tags `rl-environment` and `codeact-env`, a `configs:` entry per split) in the upload, not on
+    disk.
 
     Args:
         env_dir: The env folder: `environment.yaml`, code, card and `data/`.
@@ -82,23 +59,33 @@ def push_to_hub(
         private: Visibility of a repo that does not exist yet (default: the Hub's).
         token: Hub token with write access (default: the logged-in one).
         commit_message: The message of the commit.
+        trust_remote_code: Must be True: the check runs the folder's Python code on this machine.
 
     Returns:
         The id of the commit, for `load_env(repo_id, revision=...)`.
+
+    Raises:
+        ValueError: The folder does not pass `check`; the message lists every problem. Nothing was published.
     """
     from huggingface_hub import HfApi
+    from huggingface_hub.utils import validate_repo_id
 
-    folder = Path(env_dir)
-    manifest = _checked(folder)
+    folder = _env_folder(env_dir)
+    validate_repo_id(repo_id)
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    with _with_card(folder, manifest) as upload_dir:
+    _reach(api, f"push to {repo_id!r}")
+    manifests = read_manifests(folder)
+    problems = _problems_of_every_env(folder, manifests, trust_remote_code)
+    if problems:
+        raise ValueError(_refusal(folder, problems))
+    with _hub_errors(f"push to {repo_id!r}"), _with_card(folder, manifests) as upload_dir:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         commit = api.upload_folder(
             repo_id=repo_id,
             folder_path=upload_dir,
             repo_type="dataset",
             commit_message=commit_message,
-            ignore_patterns=_NOT_UPLOADED,
+            ignore_patterns=_NOT_UPLOADED_PATTERNS,
             delete_patterns=_MIRRORED,
         )
     return commit.oid
@@ -112,111 +99,82 @@ def list_envs(*, token: str | bool | None = None) -> list[EnvInfo]:
     """
     from huggingface_hub import HfApi
 
-    repos = HfApi(token=token).list_datasets(filter=ENV_TAG, expand=["description", "lastModified"])
-    return [EnvInfo(repo.id, repo.description or "", repo.last_modified) for repo in repos]
+    api = HfApi(token=token)
+    _reach(api, "list envs")
+    with _hub_errors("list envs"):
+        repos = api.list_datasets(filter=ENV_TAG, expand=["description", "lastModified"])
+        return [EnvInfo(repo.id, repo.description or "", repo.last_modified) for repo in repos]
 
 
-def _endpoint() -> str:
+def _env_folder(env_dir: str | Path) -> Path:
+    folder = Path(env_dir).expanduser()
+    if not folder.is_dir():
+        what = "a file" if folder.exists() else "not there"
+        raise NotADirectoryError(f"push_to_hub publishes an env folder; {str(env_dir)!r} is {what}")
+    return folder
+
+
+def _problems_of_every_env(folder: Path, manifests: tuple[Manifest, ...], trust_remote_code: bool) -> list[str]:
+    """What `check` finds in each env of the folder; with several envs each problem names its env."""
+    if len(manifests) == 1:
+        return check(folder, trust_remote_code=trust_remote_code).problems
+    return [
+        f"env {manifest.id!r}: {problem}"
+        for manifest in manifests
+        for problem in check(folder, env_id=manifest.id, trust_remote_code=trust_remote_code).problems
+    ]
+
+
+def _refusal(folder: Path, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"{folder} fails check, so it was not pushed: {problems[0]}"
+    listed = "\n".join(f"  - {problem}" for problem in problems)
+    return f"{folder} fails check ({len(problems)} problems), so it was not pushed:\n{listed}"
+
+
+def _reach(api: Any, doing: str) -> None:
+    """One request with no retries, so that a Hub that cannot be reached fails at once, not after backoffs."""
     from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
 
-    return constants.ENDPOINT
-
-
-def _unavailable(repo_id: str, revision: str | None, error: Exception) -> ConnectionError:
-    """The error for an env that the Hub cannot serve now and that the cache does not hold (in full)."""
-    from huggingface_hub import constants
-
-    wanted = f"{repo_id!r}" if revision is None else f"{repo_id!r} at revision {revision!r}"
     if constants.HF_HUB_OFFLINE:
-        return ConnectionError(
-            f"HF_HUB_OFFLINE is set and the cache has no complete copy of {wanted}; unset HF_HUB_OFFLINE to download it"
-        )
-    return ConnectionError(
-        f"could not reach the Hub at {_endpoint()} ({_summary(error.__cause__ or error)}) to download {wanted}, "
-        "and the cache has no complete copy; check the network and HF_ENDPOINT "
-        "(set HF_HUB_OFFLINE=1 to load envs from the cache only)"
-    )
-
-
-def _summary(error: BaseException) -> str:
-    """`Type: first line of the message`, to quote an error inside another."""
-    lines = str(error).splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-def _checked(folder: Path) -> Manifest:
-    """Check the card, then load the env and play one scripted episode, as a user of the repo would."""
-    _check_card_tags(folder)
-    with load_env(folder, trust_remote_code=True) as env:
-        task = _first_task(env)
-        env.reset(seed=0, options={"task": task})
-        env.step(_scripted_action(env, task))
-        manifest = env.manifest
-    _check_data_for_a_new_card(folder, manifest)
-    return manifest
-
-
-def _check_card_tags(folder: Path) -> None:
-    from huggingface_hub.repocard import metadata_load
-
-    path = folder / CARD_FILE
-    if not path.is_file():
-        return
-    tags = (metadata_load(path) or {}).get("tags") or []
-    missing = [tag for tag in HUB_TAGS if tag not in tags]
-    if missing:
-        raise ValueError(
-            f"{path}: the card's tags are {tags!r}, without {', '.join(map(repr, missing))}; "
-            f"add them to the `tags:` list of its YAML front matter (tags: [{', '.join(HUB_TAGS)}])"
-        )
-
-
-def _check_data_for_a_new_card(folder: Path, manifest: Manifest) -> None:
-    """A card written by push_to_hub points each split at `data/<split>-*.parquet`: those files must exist."""
-    if (folder / CARD_FILE).is_file() or manifest.dataset is not None:
-        return
-    patterns = [f"data/{split}-*.parquet" for split in manifest.splits]
-    missing = [pattern for pattern in patterns if not any(folder.glob(pattern))]
-    if missing:
-        raise FileNotFoundError(
-            f"{folder} has no {CARD_FILE} and no files matching {', '.join(missing)}; name the task files so, "
-            f"or write a {CARD_FILE} whose `configs:` point at them"
-        )
-
-
-def _first_task(env: CodeActEnv) -> dict:
-    manifest = env.manifest
-    if not manifest.splits:
-        raise ValueError(
-            f"{manifest.path}: {manifest.id!r} declares no splits; add one, e.g. `splits: [test]`, so that "
-            "push_to_hub can check a task and describe the data in the card"
-        )
-    return next(iter(load_tasks(env, manifest.splits[0], streaming=True)))
-
-
-def _scripted_action(env: CodeActEnv, task: dict) -> str:
-    """The env's oracle when it defines one, else the shortest valid episode."""
-    return env.oracle(task) if defines_oracle(env) else "final_answer(None)"
+        raise ConnectionError(f"HF_HUB_OFFLINE is set, and it takes the Hub to {doing}; unset HF_HUB_OFFLINE")
+    try:
+        get_session().get(f"{api.endpoint}/api/datasets", params={"limit": 1}, timeout=_PROBE_TIMEOUT_S)
+    except Exception as e:
+        raise hub_failure(doing, e) from e
 
 
 @contextlib.contextmanager
-def _with_card(folder: Path, manifest: Manifest) -> Iterator[Path]:
+def _hub_errors(doing: str) -> Iterator[None]:
+    """Hub calls that fail for the network, offline mode or a refusal raise one clear error instead."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        yield
+    except (HfHubHTTPError, OfflineModeIsEnabled) as e:
+        raise hub_failure(doing, e) from e
+    except Exception as e:
+        if not _is_transport_error(e):
+            raise
+        raise hub_failure(doing, e) from e
+
+
+def _is_transport_error(error: Exception) -> bool:
+    """A request that got no answer (`httpx2`'s connect, read and protocol errors)."""
+    import httpx2
+
+    return isinstance(error, httpx2.TransportError)
+
+
+@contextlib.contextmanager
+def _with_card(folder: Path, manifests: tuple[Manifest, ...]) -> Iterator[Path]:
     """`folder` itself when it has a card, else a temporary copy of it with a minimal card added."""
     if (folder / CARD_FILE).is_file():
         yield folder
         return
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / folder.name
-        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("__pycache__"))
-        (copy / CARD_FILE).write_text(_minimal_card(manifest), encoding="utf-8")
+        shutil.copytree(folder, copy, symlinks=True, ignore=shutil.ignore_patterns(*NOT_UPLOADED))
+        (copy / CARD_FILE).write_text(minimal_card(manifests), encoding="utf-8")
         yield copy
-
-
-def _minimal_card(manifest: Manifest) -> str:
-    """A dataset card with our tags and, when the tasks live in this repo, one `data/<split>-*` config."""
-    metadata: dict = {"tags": list(HUB_TAGS)}
-    if manifest.dataset is None:
-        data_files = [{"split": split, "path": f"data/{split}-*.parquet"} for split in manifest.splits]
-        metadata["configs"] = [{"config_name": manifest.config_name, "data_files": data_files}]
-    front_matter = yaml.safe_dump(metadata, sort_keys=False)
-    return f"---\n{front_matter}---\n\n# {manifest.title or manifest.id}\n\n{manifest.description}\n"

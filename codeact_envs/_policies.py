@@ -3,8 +3,6 @@
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from smolagents.utils import parse_code_blobs
-
 from ._env import CodeActEnv
 from ._prompt import CODE_BLOCK_TAGS, Chat, Turn, context_ids
 
@@ -131,6 +129,8 @@ def _until_stop(ids: list[int], log_probs: list[float], stops: set[int]) -> tupl
 
 def code_in(reply: str) -> tuple[str, str | None]:
     """The code of a reply (smolagents' own parser), or "" and the parse error to show the model."""
+    from smolagents.utils import parse_code_blobs
+
     try:
         return parse_code_blobs(reply, CODE_BLOCK_TAGS), None
     except ValueError as e:

@@ -59,10 +59,19 @@ class Step:
 
 
 class Transform:
-    """A reward transform: override `__call__(step) -> step`; record what you add with `step.add_reward`."""
+    """A reward transform: override `__call__(step) -> step`; record what you add with `step.add_reward`.
+
+    A transform that reads task columns declares them in `task_columns`, so that `check` and `load_tasks`
+    refuse task rows without them before an episode runs.
+    """
 
     def __call__(self, step: Step) -> Step:
         raise NotImplementedError(f"{type(self).__name__} must define __call__(self, step) -> Step")
+
+    @property
+    def task_columns(self) -> tuple[str, ...]:
+        """The task columns this transform reads (override it, or set a class attribute of the same name)."""
+        return ()
 
     @property
     def name(self) -> str:
@@ -91,6 +100,11 @@ class Compose(Transform):
         for transform in self.transforms:
             step = transform(step)
         return step
+
+    @property
+    def task_columns(self) -> tuple[str, ...]:
+        """The task columns any of the transforms reads."""
+        return tuple(dict.fromkeys(column for transform in self.transforms for column in transform.task_columns))
 
     def close(self) -> None:
         for transform in self.transforms:
@@ -139,6 +153,10 @@ class ExactMatch(Transform):
 
     def __init__(self, column: str = "answer"):
         self.column = column
+
+    @property
+    def task_columns(self) -> tuple[str, ...]:
+        return (self.column,)
 
     def __call__(self, step: Step) -> Step:
         if not step.execution.has_final_answer:
@@ -191,6 +209,10 @@ class UnitTests(Transform):
         self.test_column = test_column
         self.entry_point_column = entry_point_column
         self.timeout_s = timeout_s
+
+    @property
+    def task_columns(self) -> tuple[str, ...]:
+        return (self.test_column, self.entry_point_column)
 
     def __call__(self, step: Step) -> Step:
         if not step.done:

@@ -205,7 +205,7 @@ def main() -> None:
     ours = SandboxRunner()
     runners = {"exec": ExecRunner(), "smol": SmolagentsRunner(), "ours": ours}
     rows = []
-    rows += _step_rows(TRIVIAL, "trivial step", args.repeats, runners, "<= 0.3 ms, faster than smolagents")
+    rows += _step_rows(TRIVIAL, "trivial step", args.repeats, runners, "<= 0.2 ms, faster than smolagents")
     rows += _step_rows(TOOL_CALL, "tool-call step", args.repeats, runners, "")
     rows += _step_rows(
         CPU_BOUND, "CPU loop 200k", max(10, args.repeats // 10), runners, ">= 30x faster than smolagents"
@@ -215,7 +215,7 @@ def main() -> None:
         _row(
             "reset median",
             {**{k: _ms(v[0]) for k, v in resets.items()}, "ratio": _ratio(resets["smol"][0], resets["ours"][0])},
-            "<= 10 ms (fresh isolated interpreter)",
+            "<= 3 ms (fresh isolated interpreter)",
         )
     )
     rows.append(_row("reset p99", {k: _ms(v[1]) for k, v in resets.items()}))

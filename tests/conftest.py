@@ -56,16 +56,27 @@ def run(env: CodeActEnv, code: str) -> str:
     return observation
 
 
-def processes_named(name: str) -> list[int]:
-    """PIDs of the host's processes whose name or command line mentions `name` (Ray titles actors `ray::Class`)."""
+def descendants(marker: str = "") -> set:
+    """The processes this test process started, directly or not (sandboxes included), whose command line
+    mentions `marker`: a test only ever looks at processes it started (the machine is shared)."""
     import psutil
 
-    found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        text = " ".join([process.info["name"] or "", *(process.info["cmdline"] or [])])
-        if name in text:
-            found.append(process.pid)
+    found = set()
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if marker in " ".join(process.cmdline()):
+                found.add(process)
+        except psutil.Error:
+            continue
     return found
+
+
+def still_running(processes: set, timeout_s: float = 10.0) -> set:
+    """Those of `processes` still running once they all ended or `timeout_s` passed (a reused PID does not count)."""
+    import psutil
+
+    _, alive = psutil.wait_procs(list(processes), timeout=timeout_s)
+    return set(alive)
 
 
 def play(env: CodeActEnv, task: dict, *actions: str, seed: int = 0) -> tuple[float, list[str], dict]:

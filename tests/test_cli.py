@@ -1,9 +1,12 @@
+import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import datasets
+import huggingface_hub
 import pytest
 
 from codeact_envs import check
@@ -28,6 +31,29 @@ def test_run_with_the_oracle_prints_a_summary_and_saves_parquet(tmp_path, capsys
     assert rows[0]["split"] == "test"
 
 
+def test_run_saves_json_lines(tmp_path, capsys):
+    output = tmp_path / "trajectories.jsonl"
+    arguments = ["run", HUMANEVAL, "--policy", "oracle", "--trust-remote-code", "--limit", "2", "--output"]
+    assert main([*arguments, str(output)]) == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [row["reward"] for row in rows] == [1.0, 1.0]
+
+
+def test_run_saves_nothing_without_output(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", HUMANEVAL, "--policy", "oracle", "--trust-remote-code", "--limit", "1"]) == 0
+    assert "saved" not in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_help_says_what_is_saved_and_where():
+    result = subprocess.run(
+        [sys.executable, "-m", "codeact_envs._cli", "run", "--help"], capture_output=True, text=True
+    )
+    text = " ".join(result.stdout.split())
+    assert "Trajectories are saved only with --output: to a .parquet or .jsonl file, or to a folder" in text
+
+
 def test_run_saves_a_datasets_folder(tmp_path, capsys):
     output = tmp_path / "trajectories"
     assert (
@@ -37,9 +63,20 @@ def test_run_saves_a_datasets_folder(tmp_path, capsys):
     assert datasets.load_from_disk(str(output)).num_rows == 2
 
 
-def test_run_shows_a_progress_bar(capsys):
-    main(["run", HUMANEVAL, "--policy", "oracle", "--trust-remote-code", "--limit", "3"])
-    assert "mean_reward=1.000" in capsys.readouterr().err
+def test_run_shows_a_progress_bar_with_the_number_of_episodes(capsys):
+    main(["run", HUMANEVAL, "--policy", "oracle", "--trust-remote-code", "--limit", "3", "--group-size", "2"])
+    err = capsys.readouterr().err
+    assert "mean_reward=1.000" in err
+    assert "6/6" in err
+
+
+def test_no_progress_silences_every_bar_also_those_of_datasets(tmp_path, capsys):
+    folder = tmp_path / "fresh"
+    shutil.copytree(HUMANEVAL, folder)
+    arguments = ["run", str(folder), "--policy", "oracle", "--trust-remote-code", "--limit", "2"]
+    assert main([*arguments, "--no-progress", "--output", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().err == ""
+    assert not datasets.are_progress_bars_disabled()
 
 
 def test_group_size_runs_each_task_several_times(capsys):
@@ -47,24 +84,166 @@ def test_group_size_runs_each_task_several_times(capsys):
     assert "episodes     6" in capsys.readouterr().out
 
 
+def _one_error_line(arguments: list[str], capsys) -> str:
+    """Run the command, expect exit status 2 and exactly one line on stderr; return it without `error: `."""
+    status = main(arguments)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1, err
+    return err.removeprefix("error: ").rstrip("\n")
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["run", HUMANEVAL, "--policy", "oracle"], "pass trust_remote_code=True"),
-        (["run", "./no/such/env", "--policy", "oracle", "--trust-remote-code"], "no env folder at './no/such/env'"),
-        (["run", HUMANEVAL, "--trust-remote-code"], "pass exactly one of --policy oracle or --model"),
-        (["run", HUMANEVAL, "--trust-remote-code", "--split", "train", "--policy", "oracle"], "no split 'train'"),
+        (
+            ["run", HUMANEVAL, "--policy", "oracle"],
+            f"{HUMANEVAL!r} runs its Python code (env.py) on this machine; if you trust it, pass --trust-remote-code",
+        ),
+        (
+            ["check", HUMANEVAL],
+            f"{HUMANEVAL!r} runs its Python code (env.py) on this machine; if you trust it, pass --trust-remote-code",
+        ),
+        (
+            ["run", "./no/such/env", "--policy", "oracle", "--trust-remote-code"],
+            "no env folder at './no/such/env'; it is a path, and no folder is there",
+        ),
+        (
+            ["run", "a/b/c", "--policy", "oracle", "--trust-remote-code"],
+            "no env folder at 'a/b/c'; nor is it a Hub repo id ('org/name': letters, digits, '-', '_', '.'; at most "
+            "one '/')",
+        ),
+        (
+            ["run", f"{HUMANEVAL}/environment.yaml", "--policy", "oracle", "--trust-remote-code"],
+            f"'{HUMANEVAL}/environment.yaml' is a file, not an env folder: pass the folder that holds it, "
+            f"{HUMANEVAL!r}",
+        ),
+        (["run", HUMANEVAL, "--trust-remote-code"], "pass exactly one of --policy oracle or --model MODEL_ID"),
+        (
+            ["run", HUMANEVAL, "--trust-remote-code", "--split", "tset", "--policy", "oracle"],
+            "humaneval has no split 'tset' (did you mean 'test'?); its splits: test",
+        ),
         (["run", HUMANEVAL, "--trust-remote-code", "--model", "m", "--model-class", "Nope"], "not a smolagents model"),
-        (["run", HUMANEVAL, "--trust-remote-code", "--model", "m", "--model-kwarg", "oops"], "expects KEY=VALUE"),
+        (
+            ["run", HUMANEVAL, "--trust-remote-code", "--model", "m", "--model-kwarg", "oops"],
+            "--model-kwarg expects KEY=VALUE, got 'oops'",
+        ),
+        (
+            ["run", HUMANEVAL, "--policy", "oracle", "--limit", "0"],
+            "codeact-envs run: argument --limit: must be at least 1, got 0 (see codeact-envs run --help)",
+        ),
+        (
+            ["run", HUMANEVAL, "--policy", "oracle", "--output", "out.json"],
+            "codeact-envs run: argument --output: cannot write '.json' files; use .parquet (a Parquet file), .jsonl "
+            "(a JSON Lines file), no extension (a datasets folder) (see codeact-envs run --help)",
+        ),
+        (["fly"], "codeact-envs: argument COMMAND: invalid choice: 'fly' (choose from"),
     ],
-    ids=["no trust", "missing folder", "no policy", "unknown split", "unknown model class", "bad model kwarg"],
+    ids=[
+        "run without trust",
+        "check without trust",
+        "missing folder",
+        "neither folder nor repo id",
+        "the manifest instead of its folder",
+        "no policy",
+        "unknown split",
+        "unknown model class",
+        "bad model kwarg",
+        "limit 0",
+        "unwritable output format",
+        "unknown command",
+    ],
 )
-def test_user_mistakes_exit_2_with_one_line_and_no_traceback(arguments, message, capsys):
-    assert main(arguments) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ")
-    assert message in err
-    assert "Traceback" not in err
+def test_a_mistake_ends_in_one_line_and_exit_status_2(arguments, message, capsys):
+    assert message in _one_error_line(arguments, capsys)
+
+
+def test_push_without_trust_names_the_command_line_flag(hub, capsys):
+    assert _one_error_line(["push", HUMANEVAL, "cli-org/untrusted"], capsys) == (
+        f"{HUMANEVAL!r} runs its Python code (env.py) on this machine; if you trust it, pass --trust-remote-code"
+    )
+
+
+def test_a_name_that_is_neither_a_folder_nor_a_repo_on_the_hub_says_both(hub, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert _one_error_line(["run", "envs/nonexistent", "--policy", "oracle", "--trust-remote-code"], capsys) == (
+        "'envs/nonexistent' is neither an env folder here (env folders in 'envs': envs/battleship, envs/humaneval, "
+        f"envs/toolchain) nor a dataset repo on the Hub at {hub.url}; check the path or the repo id (pass token= "
+        "if the repo is private)"
+    )
+
+
+def test_a_misspelled_env_folder_is_suggested(hub, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    message = _one_error_line(["check", "envs/humaneva", "--trust-remote-code"], capsys)
+    assert message.startswith("'envs/humaneva' is neither an env folder here (did you mean 'envs/humaneval'?) nor")
+
+
+def test_a_repo_the_hub_cannot_be_reached_for_says_so(capsys, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", _closed_port_url())
+    message = _one_error_line(["run", "cli-org/somewhere", "--policy", "oracle", "--trust-remote-code"], capsys)
+    assert message.startswith(
+        f"'cli-org/somewhere' is not a folder here, and could not reach the Hub at {huggingface_hub.constants.ENDPOINT}"
+    )
+
+
+def test_list_without_a_reachable_hub_is_one_line(capsys, monkeypatch):
+    endpoint = _closed_port_url()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    message = _one_error_line(["list"], capsys)
+    assert message.startswith(f"could not reach the Hub at {endpoint} (ConnectError: ")
+    assert message.endswith(") to list envs; check the network and HF_ENDPOINT")
+
+
+def test_push_without_a_reachable_hub_is_one_line(capsys, monkeypatch):
+    endpoint = _closed_port_url()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    message = _one_error_line(["push", HUMANEVAL, "cli-org/offline", "--trust-remote-code"], capsys)
+    assert message.startswith(f"could not reach the Hub at {endpoint} (ConnectError: ")
+    assert message.endswith(") to push to 'cli-org/offline'; check the network and HF_ENDPOINT")
+
+
+def test_a_kwargs_typo_is_one_line_from_run_check_and_push(tmp_path, hub, capsys):
+    folder = _humaneval_copy_with(tmp_path / "typo", "environment.yaml", "max_steps", "max_step")
+    expected = (
+        f"{folder / 'environment.yaml'}: environments[id='humaneval'].frameworks.codeact_envs.kwargs.max_step: "
+        "HumanEvalEnv takes no argument 'max_step' (did you mean 'max_steps'?); it takes max_steps, timeout_s, "
+        "memory_mb, max_output_chars, isolation, render_mode"
+    )
+    for arguments in (["run", str(folder), "--policy", "oracle"], ["check", str(folder)], ["push", str(folder), "o/x"]):
+        assert _one_error_line([*arguments, "--trust-remote-code"], capsys) == expected
+
+
+def _without_the_test_column(tmp_path: Path) -> Path:
+    """A copy of envs/humaneval whose task rows lack the `test` column that UnitTests reads, already in the
+    `datasets` cache (so that commands print no progress bar of the first load)."""
+    folder = tmp_path / "no-tests"
+    shutil.copytree(HUMANEVAL, folder)
+    data = folder / "data" / "test-00000-of-00001.parquet"
+    datasets.Dataset.from_parquet(str(data)).remove_columns("test").to_parquet(str(data))
+    datasets.load_dataset(str(folder), split="test")
+    return folder
+
+
+def test_run_refuses_task_rows_without_a_column_the_transforms_read(tmp_path, capsys):
+    folder = _without_the_test_column(tmp_path)
+    capsys.readouterr()
+    message = _one_error_line(["run", str(folder), "--policy", "oracle", "--trust-remote-code"], capsys)
+    assert message == (
+        f"{folder}: the task rows of split 'test' have no column 'test', which UnitTests(test_column='test', "
+        "entry_point_column='entry_point', timeout_s=10.0) needs (their columns: task_id, prompt, "
+        "canonical_solution, entry_point); add it to the task files, or give the transform another column in "
+        "environment.yaml"
+    )
+
+
+def test_check_reports_task_rows_without_a_column_the_transforms_read(tmp_path, capsys):
+    folder = _without_the_test_column(tmp_path)
+    assert main(["check", str(folder), "--trust-remote-code"]) == 1
+    out = capsys.readouterr().out
+    assert f"problem       {folder}: the task rows of split 'test' have no column 'test', which UnitTests(" in out
+    assert "Traceback" not in out
 
 
 def test_help_lists_the_commands_and_examples():
@@ -135,17 +314,33 @@ def test_every_shipped_env_passes_check(env):
 
 
 def test_push_then_run_by_name_then_list(hub, capsys):
-    assert main(["push", HUMANEVAL, "cli-org/humaneval"]) == 0
+    assert main(["push", HUMANEVAL, "cli-org/humaneval", "--trust-remote-code"]) == 0
     assert "pushed" in capsys.readouterr().out
     arguments = ["run", "cli-org/humaneval", "--policy", "oracle", "--trust-remote-code", "--limit", "2"]
     assert main([*arguments, "--no-progress"]) == 0
-    assert "mean reward  1.000" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "mean reward  1.000" in captured.out
+    assert captured.err == ""
     assert main(["list"]) == 0
     assert "cli-org/humaneval" in capsys.readouterr().out
 
 
 def test_loading_an_unknown_repo_is_a_user_error(hub, capsys):
-    assert main(["run", "cli-org/nothing-here", "--policy", "oracle", "--trust-remote-code"]) == 2
-    err = capsys.readouterr().err
-    assert "no dataset repo 'cli-org/nothing-here'" in err
-    assert "Traceback" not in err
+    message = _one_error_line(["run", "cli-org/nothing-here", "--policy", "oracle", "--trust-remote-code"], capsys)
+    assert message == (
+        f"'cli-org/nothing-here' is neither an env folder here nor a dataset repo on the Hub at {hub.url}; check the "
+        "path or the repo id (pass token= if the repo is private)"
+    )
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_the_oracle_policy_needs_an_env_with_an_oracle(tmp_path, capsys):
+    folder = _humaneval_copy_with(tmp_path / "no-oracle", "env.py", "def oracle(", "def solution(")
+    arguments = ["run", str(folder), "--policy", "oracle", "--trust-remote-code", "--no-progress"]
+    message = _one_error_line(arguments, capsys)
+    assert message == "HumanEvalEnv defines no oracle(task), so --policy oracle cannot play it; pass --model"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import CalculatorEnv
+from conftest import CalculatorEnv, descendants, still_running
 
 from codeact_envs import Collector, ExactMatch, OraclePolicy, Trajectory, load_env, load_tasks
 
@@ -201,29 +201,16 @@ def test_iterating_twice_is_refused():
 
 def test_shutdown_mid_iteration_stops_workers_and_closes_sandboxes():
     before = {t.name for t in threading.enumerate()}
+    running_before = descendants()
     collector = Collector(make_numbers_env, solver, TASKS * 20, num_envs=3, batch_size=1)
-    next(iter(collector))
+    batches = iter(collector)
+    next(batches)
+    sandboxes = descendants() - running_before
+    assert sandboxes
     collector.shutdown()
     time.sleep(0.1)
     assert {t.name for t in threading.enumerate()} - before == set()
-    assert not sandbox_processes(wait_s=0.5)
-
-
-def sandbox_processes(wait_s: float = 5.0) -> list[int]:
-    """This test process's bubblewrap sandboxes and everything in them, once those being killed are gone (at most
-    `wait_s` seconds): a closed sandbox's processes take a moment to be reaped."""
-    import psutil
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        alive = [
-            process.pid
-            for process in psutil.Process().children(recursive=True)
-            if any(p.name() == "bwrap" for p in [process, *process.parents()])
-        ]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
+    assert still_running(sandboxes) == set()
 
 
 def test_the_progress_bar_shows_episodes_and_mean_reward(capsys):

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 from conftest import CalculatorEnv, run
 from gymnasium.utils.env_checker import check_env
@@ -150,9 +152,16 @@ def test_unicode_actions_and_observations(env):
     assert env.observation_space.contains("中文")
 
 
-def test_a_non_json_final_answer_arrives_as_its_repr(env):
-    _, _, _, _, info = env.step("final_answer({1, 2})")
-    assert info["answer"] == "{1, 2}"
+def test_a_final_answer_that_is_not_plain_data_arrives_as_its_repr(env):
+    _, _, _, _, info = env.step("final_answer(len)")
+    assert info["answer"] == "<built-in function len>"
+
+
+def test_plain_data_final_answers_keep_their_types(env):
+    _, _, _, _, info = env.step("final_answer([(1, 'a'), {2, 3}, {(4, 5): None}, float('nan'), -float('inf')])")
+    pair, numbers, mapping, nan, minus_infinity = info["answer"]
+    assert (pair, numbers, mapping, minus_infinity) == ((1, "a"), {2, 3}, {(4, 5): None}, -math.inf)
+    assert math.isnan(nan)
 
 
 def test_a_tool_named_final_answer_is_refused():

@@ -141,7 +141,9 @@ def test_transform_replaces_the_declared_transforms(tasks):
 
 
 def test_loading_without_trust_says_exactly_what_to_pass():
-    with pytest.raises(ValueError, match=r"runs its Python code \(env\.py\).*pass trust_remote_code=True to load_env"):
+    with pytest.raises(
+        ValueError, match=r"runs its Python code \(env\.py\).*if you trust it, pass trust_remote_code=True"
+    ):
         load_env(HUMANEVAL)
 
 

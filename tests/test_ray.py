@@ -4,7 +4,7 @@ import threading
 import time
 
 import pytest
-from conftest import processes_named
+from conftest import still_running
 from test_collector import TASKS, make_numbers_env, solver
 
 from codeact_envs import Collector
@@ -64,12 +64,16 @@ def test_killing_an_actor_mid_run_loses_no_task(local_ray):
 
 
 def test_shutdown_leaves_no_actor_and_no_sandbox_process(local_ray):
-    _collect(backend="ray", num_workers=2)
-    deadline = time.monotonic() + 10
-    while (processes_named("EnvWorker") or processes_named("bwrap")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert processes_named("EnvWorker") == []
-    assert processes_named("bwrap") == []
+    import psutil
+
+    collector = Collector(make_numbers_env, solver, TASKS, num_envs=2, backend="ray", num_workers=2, batch_size=1)
+    batches = iter(collector)
+    next(batches)
+    actors = [psutil.Process(ray.get(worker.pid.remote())) for worker in collector._pool.workers]
+    started = {*actors, *(child for actor in actors for child in actor.children(recursive=True))}
+    assert any(process.name() == "bwrap" for process in started)
+    list(batches)
+    assert still_running(started) == set()
 
 
 def test_num_workers_needs_the_ray_backend():

@@ -1,4 +1,3 @@
-import os
 import socket
 import subprocess
 import sys
@@ -7,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import processes_named, run
+from conftest import descendants, run, still_running
 
 from codeact_envs import SandboxError
 from codeact_envs._sandbox import Sandbox
@@ -213,7 +212,8 @@ def test_two_live_envs_cannot_see_each_other(make_env):
     run(first, "open('/work/mine.txt', 'w').write('x')\nimport subprocess\nsleeper = subprocess.Popen(['sleep', '30'])")
     run(first, "import socket\nserver = socket.create_server(('127.0.0.1', 45123))")
     assert run(second, "import os\nos.path.exists('/work/mine.txt')") == "False"
-    assert run(second, "import os\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit())") == "[1, 2]"
+    processes = "import os\n[open(f'/proc/{p}/cmdline').read() for p in os.listdir('/proc') if p.isdigit()]"
+    assert "sleep" not in run(second, processes)
     assert "Error" in run(second, "import socket\nsocket.create_connection(('127.0.0.1', 45123), timeout=0.5)")
 
 
@@ -221,15 +221,19 @@ def test_a_setsid_process_does_not_survive_a_reset(env):
     marker = "codeact-setsid-marker"
     run(env, _start_detached(marker))
     time.sleep(0.2)
-    assert processes_named(marker)
+    detached = descendants(marker)
+    assert detached
     env.reset()
-    assert not processes_named(marker)
+    assert still_running(detached, timeout_s=2.0) == set()
 
 
 def test_a_background_process_does_not_survive_a_timeout(env):
     marker = "codeact-timeout-marker"
-    run(env, _start_detached(marker) + "\nimport time\ntime.sleep(5)")
-    assert not processes_named(marker)
+    run(env, _start_detached(marker) + "\nimport time\ntime.sleep(0.3)\nprint('started')")
+    detached = descendants(marker)
+    assert detached
+    run(env, "import time\ntime.sleep(5)")
+    assert still_running(detached, timeout_s=2.0) == set()
 
 
 def _start_detached(marker: str) -> str:
@@ -238,15 +242,15 @@ def _start_detached(marker: str) -> str:
     return f"import subprocess, sys\nsubprocess.Popen({command})"
 
 
-def test_close_leaves_no_child_process_and_no_temp_dir(make_env):
-    before = set(_descendants())
+def test_close_leaves_no_child_process(make_env):
+    before = descendants()
     env = make_env()
     env.reset()
     run(env, "import subprocess\nsubprocess.Popen(['setsid', 'sleep', '60'])\nsubprocess.Popen(['sleep', '60'])")
-    assert set(_descendants()) - before
-    assert env._sandbox._scratch is None
+    started = descendants() - before
+    assert len(started) >= 4
     env.close()
-    assert set(_descendants()) - before == set()
+    assert still_running(started, timeout_s=2.0) == set()
 
 
 def test_without_namespaces_the_work_dir_is_removed_on_close():
@@ -267,25 +271,6 @@ def test_a_sandbox_that_fails_to_start_leaves_no_cgroup(monkeypatch):
     assert set(Path("/sys/fs/cgroup/pids").glob("codeact-*")) - before == set()
 
 
-def _descendants() -> list[int]:
-    """PIDs of every descendant of this process, read from /proc."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [os.getpid()]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent]
-        found += children
-        frontier += children
-    return found
-
-
 def test_close_twice_is_harmless(make_env):
     env = make_env()
     env.reset()
@@ -294,11 +279,13 @@ def test_close_twice_is_harmless(make_env):
 
 
 def test_a_context_manager_closes_the_env(make_env):
-    before = set(_descendants())
+    before = descendants()
     with make_env() as env:
         env.reset()
         run(env, "1")
-    assert set(_descendants()) - before == set()
+        started = descendants() - before
+    assert started
+    assert still_running(started, timeout_s=2.0) == set()
 
 
 def test_a_missing_bubblewrap_names_the_fix(monkeypatch):
@@ -317,26 +304,6 @@ def test_isolation_none_is_an_explicit_opt_in_that_still_runs_code():
 def test_an_unknown_isolation_is_refused():
     with pytest.raises(ValueError, match="isolation"):
         Sandbox(isolation="docker")
-
-
-def test_a_tool_returning_something_json_cannot_carry_is_a_type_error():
-    with Sandbox() as sandbox:
-        sandbox.reset({"bad": lambda: {1, 2}})
-        result = sandbox.run("bad()")
-    assert result.error_type == "TypeError"
-    assert "cannot be sent as JSON" in result.error
-
-
-def test_forged_messages_on_the_channel_do_not_break_the_host(env):
-    code = (
-        "import os\n"
-        "for fd in os.listdir('/proc/self/fd'):\n"
-        "    if os.readlink(f'/proc/self/fd/{fd}').startswith('socket:'):\n"
-        "        os.write(int(fd), b'not json\\n')"
-    )
-    observation = run(env, code)
-    assert RESTARTED in observation
-    assert run(env, "print('ok')") == "ok"
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGKILL", "SIGSTOP"])
@@ -387,26 +354,30 @@ def test_shared_memory_works_and_is_emptied_by_reset(env):
     assert run(env, "import os\nos.listdir('/dev/shm')") == "[]"
 
 
-@pytest.mark.parametrize(
-    "forged",
-    [
-        b"[" * 200_000 + b"\n",
-        b'{"op": "result", "stdout": 1, "stderr": "", "value": null, "error": null, "error_type": null, '
-        b'"stdout_omitted": "many", "stderr_omitted": 0, "answer": null}\n',
-        b'{"op": "tool", "name": ["not", "hashable"]}\n',
-        b'{"op": "result"}\n',
-    ],
-    ids=["deeply nested", "wrong types", "unhashable tool name", "missing fields"],
-)
-def test_malformed_messages_from_the_sandbox_restart_it_and_never_break_the_host(env, forged):
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGSTOP"])
+def test_signalling_every_other_process_of_the_sandbox_does_not_slow_or_break_the_next_episode(env, signal_name):
     code = (
-        "import os\n"
-        "for fd in os.listdir('/proc/self/fd'):\n"
-        "    if os.readlink(f'/proc/self/fd/{fd}').startswith('socket:'):\n"
-        f"        os.write(int(fd), {forged!r})\n"
-        "import time\n"
-        "time.sleep(0.5)"
+        "import os, signal\n"
+        "for pid in [int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]:\n"
+        "    try:\n"
+        f"        os.kill(pid, signal.{signal_name})\n"
+        "    except OSError:\n"
+        "        pass"
     )
-    observation = run(env, code)
-    assert RESTARTED in observation
-    assert run(env, "print('ok')") == "ok"
+    run(env, code)
+    start = time.monotonic()
+    env.reset()
+    assert time.monotonic() - start < 1.0
+    assert run(env, "print('fresh')") == "fresh"
+
+
+def test_printed_lines_and_subprocess_output_keep_their_order(env):
+    code = "import subprocess\nprint('a')\nsubprocess.run(['echo', 'b'])\nprint('c')"
+    assert run(env, code) == "a\nb\nc"
+
+
+def test_an_unfinished_line_is_not_written_twice_by_a_forked_child(env):
+    code = (
+        "import os\nprint('once', end='')\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nstatus = os.waitpid(pid, 0)"
+    )
+    assert run(env, code) == "once"

@@ -1,8 +1,10 @@
 import gc
 
 import pytest
-from test_collector import TASKS, make_numbers_env, sandbox_processes
+from conftest import descendants, still_running
+from test_collector import TASKS, make_numbers_env
 from test_failures import make_flaky_env
+from test_stopping import sandboxes_since
 
 integration = pytest.importorskip("codeact_envs.torchrl", reason="needs the [torchrl] extra")
 torch = pytest.importorskip("torch")
@@ -130,16 +132,19 @@ def test_an_infrastructure_failure_ends_the_item_and_is_flagged(chat_model):
 
 def test_the_transform_leaves_no_sandbox_after_close_or_garbage_collection(chat_model):
     _, tokenizer = chat_model
+    before = descendants()
     env, transform = _chat_env(tokenizer, make_numbers_env, TASKS[:1])
     env.reset()
-    assert sandbox_processes()
+    first = sandboxes_since(before)
+    assert first
     transform.close()
-    assert sandbox_processes() == []
+    assert still_running(first) == set()
     env.reset()
-    assert sandbox_processes()
+    second = sandboxes_since(before)
+    assert second
     del env, transform
     gc.collect()
-    assert sandbox_processes() == []
+    assert still_running(second) == set()
 
 
 def test_the_primer_needs_whole_groups():

@@ -1,16 +1,17 @@
+import contextlib
 import gc
 import inspect
 import pickle
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 import pytest
 from adder_env import TASKS, text_replies, tool_replies, write_adder_env
-from test_collector import sandbox_processes
+from conftest import descendants, still_running
 from test_failures import make_flaky_env
+from test_stopping import sandboxes_since
 
 from codeact_envs import InfrastructureError, SandboxError
 from codeact_envs._prompt import continuation_ids, observation_turn
@@ -208,12 +209,14 @@ def test_an_env_that_cannot_start_gives_none_rewards_not_a_crash():
 
 
 def test_a_garbage_collected_adapter_leaves_no_sandbox_process(adder):
+    before = descendants()
     environment = CodeActSpec(adder, trust_remote_code=True).environment_factory()
     environment.reset(task=TASKS[0], row=0)
-    assert sandbox_processes()
+    sandboxes = sandboxes_since(before)
+    assert sandboxes
     del environment
     gc.collect()
-    assert sandbox_processes() == []
+    assert still_running(sandboxes) == set()
 
 
 def test_adapters_trl_never_closed_leave_no_process_when_the_trainer_process_ends(adder):
@@ -230,24 +233,18 @@ def test_adapters_trl_never_closed_leave_no_process_when_the_trainer_process_end
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
-    pids = [int(pid) for pid in done.stdout.split()]
-    assert pids
-    assert _still_running(pids) == []
+    sandboxes = [int(pid) for pid in done.stdout.split()]
+    assert sandboxes
+    assert still_running(_processes(sandboxes)) == set()
 
 
-def _still_running(pids: list[int], wait_s: float = 5.0) -> list[int]:
-    """The processes of `pids` still running once those being killed are gone (at most `wait_s` seconds)."""
-    deadline = time.monotonic() + wait_s
-    while (running := [pid for pid in pids if _running(pid)]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return running
-
-
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+def _processes(pids: list[int]) -> set:
+    """The processes of `pids` that still exist."""
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.add(psutil.Process(pid))
+    return found
 
 
 def test_specs_refuse_the_hook_of_the_other_action_format(adder):

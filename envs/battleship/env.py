@@ -1,16 +1,12 @@
 """Battleship as a CodeAct env: find a hidden fleet with a limited number of shots, acting only through tools."""
 
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any, ClassVar, SupportsFloat
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from codeact_envs import CodeActEnv, Step, Transform, tool
 
-TASKS = Path(__file__).parent / "data" / "test-00000-of-00001.parquet"
 ROWS = "ABCDEFGHIJKLMNOP"
 CELL_PX = 24
 LINE_PX = 2
@@ -76,12 +72,6 @@ final_answer(sorted(name(cell) for ship in found for cell in ship))
 """
 
 
-@cache
-def first_task() -> dict[str, Any]:
-    """The first game, used when `reset` is called without a task."""
-    return pq.read_table(TASKS).slice(0, 1).to_pylist()[0]
-
-
 @dataclass
 class Game:
     """The hidden fleet and the shots fired at it; it lives on the host, never in the agent's sandbox."""
@@ -127,8 +117,6 @@ class BattleshipEnv(CodeActEnv):
     game_over: bool = False
 
     def setup(self, task: dict[str, Any]) -> str:
-        if not task:
-            self.task = task = first_task()
         ships = tuple(frozenset(_position(cell, task["size"]) for cell in ship) for ship in task["ships"])
         self.game = Game(task["size"], ships, task["max_shots"])
         self.game_over = False
@@ -197,6 +185,8 @@ class BattleshipEnv(CodeActEnv):
 
 class FleetFound(Transform):
     """Reward 1.0 on the episode's last step when the final answer lists exactly the fleet's cells, else 0.0."""
+
+    task_columns = ("ships",)
 
     def __call__(self, step: Step) -> Step:
         if not step.done:

@@ -3,15 +3,9 @@
 import datetime
 import math
 from dataclasses import asdict, dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from codeact_envs import CodeActEnv, tool
-
-TASKS = Path(__file__).parent / "data" / "test-00000-of-00001.parquet"
 
 INSTRUCTIONS = """\
 Answer the question below. The facts it needs (products, prices, stock, exchange rates, distances, \
@@ -72,18 +66,10 @@ UNITS = {
 }
 
 
-@cache
-def first_task() -> dict[str, Any]:
-    """The first toolchain question, used when `reset` is called without a task."""
-    return pq.read_table(TASKS).slice(0, 1).to_pylist()[0]
-
-
 class ToolchainEnv(CodeActEnv):
     """One shopping question per episode; the tools are the only way to the catalog, rates and distances."""
 
     def setup(self, task: dict[str, Any]) -> str:
-        if not task:
-            self.task = task = first_task()
         return INSTRUCTIONS.format(question=task["question"])
 
     def oracle(self, task: dict[str, Any]) -> str:

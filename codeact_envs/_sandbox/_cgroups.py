@@ -8,7 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ._errors import SandboxError
+from .._errors import SandboxError
 
 _CGROUP_FS = Path("/sys/fs/cgroup")
 _REMOVE_TIMEOUT_S = 10.0

@@ -1,0 +1,874 @@
+"""The sandbox's inside, run with the standard library only: the template and the processes it starts.
+
+The host starts this file as the template: a warm interpreter that joins a fresh session keyring, makes
+itself undumpable, installs the syscall filter and imports what episodes commonly need. It keeps one
+pre-forked spare process; on "spawn" the spare receives its socket and becomes an interpreter (the agent's
+persistent namespace, which runs actions, serves tool calls to the host and answers calls into the agent's
+program). On "finish" (and before any spawn that follows a used process) the template kills every process
+of the episode, empties the scratch folders and the System V IPC objects, and forks the next spare.
+
+Messages are those of `_protocol` (its source is loaded by the boot code as the module `_protocol`).
+"""
+
+import array
+import ast
+import base64
+import builtins
+import contextlib
+import ctypes
+import gc
+import io
+import json
+import linecache
+import os
+import random
+import resource
+import select
+import signal
+import site
+import socket
+import stat
+import sys
+import threading
+import time
+import traceback
+import types
+
+import _protocol as protocol
+
+_PR_SET_DUMPABLE = 4
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP = 22
+_PR_SET_CHILD_SUBREAPER = 36
+_SECCOMP_MODE_FILTER = 2
+_KEYCTL_JOIN_SESSION_KEYRING = 1
+_IPC_RMID = 0
+_ENOSYS = 38
+_ACTION_FILENAME = "<action {}>"
+_SANDBOX_FILENAMES = ("<sandbox>", "<sandbox protocol>")
+_FDS_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
+_RECEIVE_BYTES = 1 << 16
+_REAP_INTERVAL_S = 1.0
+_REWIND_BYTES = 1 << 20
+_DEATH_TIMEOUT_S = 5.0
+_DEATH_POLL_S = 0.001
+_MAX_TYPE_NAME_CHARS = protocol.MAX_NAME_CHARS
+_SYSV_IPC = {"shm": "shmctl", "msg": "msgctl", "sem": "semctl"}
+_PRELOADED_MODULES = (
+    "bisect",
+    "collections",
+    "copy",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "fractions",
+    "functools",
+    "hashlib",
+    "heapq",
+    "itertools",
+    "math",
+    "operator",
+    "re",
+    "statistics",
+    "string",
+    "textwrap",
+    "typing",
+)
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+class _FinalAnswer(BaseException):
+    """Raised by `final_answer` to stop the action; not an `Exception`, so `except Exception` lets it pass."""
+
+
+class _HostLink:
+    """Frames to and from the host over a blocking socket; the host is trusted, its frames are not validated."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buffer = bytearray()
+        self.fds: list[int] = []
+
+    def send(self, msg: dict, fds: tuple[int, ...] = ()) -> None:
+        data = protocol.frame(msg)
+        if fds:
+            data = data[socket.send_fds(self.sock, [data], list(fds)) :]
+        if data:
+            self.sock.sendall(data)
+
+    def receive(self) -> dict | None:
+        """The next message, or None when the host closed the socket."""
+        while True:
+            msg = self._take_frame()
+            if msg is not None:
+                return msg
+            if not self._fill():
+                return None
+
+    def receive_while_idle(self, idle) -> dict | None:
+        """`receive`, calling `idle()` every `_REAP_INTERVAL_S` seconds while nothing arrives."""
+        while self._take_frame_ready() is False:
+            while not select.select([self.sock], [], [], _REAP_INTERVAL_S)[0]:
+                idle()
+            if not self._fill():
+                return None
+        return self._take_frame()
+
+    def take_fd(self) -> int:
+        return self.fds.pop(0)
+
+    def _take_frame_ready(self) -> bool:
+        if len(self.buffer) < protocol.HEADER.size:
+            return False
+        return len(self.buffer) >= protocol.HEADER.size + protocol.frame_size(self.buffer[: protocol.HEADER.size])
+
+    def _take_frame(self) -> dict | None:
+        if not self._take_frame_ready():
+            return None
+        end = protocol.HEADER.size + protocol.frame_size(self.buffer[: protocol.HEADER.size])
+        body = self.buffer[protocol.HEADER.size : end].decode("ascii")
+        del self.buffer[:end]
+        return json.loads(body)
+
+    def _fill(self) -> bool:
+        """Read what is there (descriptors the template hands over come attached to frames)."""
+        data, ancillary, _, _ = self.sock.recvmsg(_RECEIVE_BYTES, _FDS_SPACE)
+        for level, kind, fds in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                self.fds += array.array("i", fds[: len(fds) - len(fds) % 4])
+        self.buffer += data
+        return bool(data)
+
+
+class _Turns:
+    """A first-come, first-served lock on the host link: no thread of the agent can starve another."""
+
+    def __init__(self):
+        self.condition = threading.Condition(threading.Lock())
+        self.next_ticket = 0
+        self.serving = 0
+
+    def __enter__(self) -> None:
+        with self.condition:
+            ticket = self.next_ticket
+            self.next_ticket += 1
+            while ticket != self.serving:
+                self.condition.wait()
+
+    def __exit__(self, *exc_info) -> None:
+        with self.condition:
+            self.serving += 1
+            self.condition.notify_all()
+
+
+class _CappedText(io.TextIOBase):
+    """A line-buffered text stream on a file descriptor that drops what exceeds `limit` characters.
+
+    Lines go to the descriptor as they end (one write per line, like a terminal's stdout), so text
+    written by Python and bytes written by subprocesses to the same descriptor keep their order.
+    """
+
+    def __init__(self, fd: int, limit: int):
+        self.fd = fd
+        self.limit = limit
+        self.written = 0
+        self.dropped = 0
+        self.start = 0
+        self.pending: list[str] = []
+        self.buffer = _BytesView(self)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        room = max(self.limit - self.written, 0)
+        kept = text[:room]
+        if kept:
+            self.pending.append(kept)
+            if "\n" in kept:
+                self.flush()
+        self.written += len(kept)
+        self.dropped += len(text) - len(kept)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            data = "".join(self.pending).encode("utf-8", "backslashreplace")
+            self.pending = []
+            _write_all(self.fd, data)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    @property
+    def errors(self) -> str:
+        return "backslashreplace"
+
+    def take(self) -> tuple[str, int]:
+        """Return what was written since the last call (at most `limit` characters) and how much was left out.
+
+        The file is read from where the last call stopped and emptied only once it grew large: truncating it
+        on every action would free and allocate its pages each time.
+        """
+        end = os.fstat(self.fd).st_size
+        start = self.start if end >= self.start else 0
+        if end == start and not self.dropped:
+            return "", 0
+        data = os.pread(self.fd, min(end - start, 4 * self.limit), start)
+        text = data.decode("utf-8", "replace")
+        omitted = self.dropped + max(len(text) - self.limit, 0) + max(end - start - len(data), 0)
+        self.written = 0
+        self.dropped = 0
+        self.start = end
+        if end > _REWIND_BYTES:
+            os.ftruncate(self.fd, 0)
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            self.start = 0
+        return text[: self.limit], omitted
+
+
+class _BytesView(io.RawIOBase):
+    """`sys.stdout.buffer`: bytes written here go through the same cap as text."""
+
+    def __init__(self, text: _CappedText):
+        self.text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:
+        self.text.write(bytes(data).decode("utf-8", "backslashreplace"))
+        return len(data)
+
+    def fileno(self) -> int:
+        return self.text.fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Interpreter:
+    """The agent's persistent interpreter: a namespace, tool stubs, captured output, the link to the host.
+
+    A spare prepares it before any job exists (a fresh session, captured streams, an empty `__main__`);
+    `start` adds what the job brings (limits, seed, tools) and serves the host.
+    """
+
+    def __init__(self, work_dir: str):
+        os.setsid()
+        os.chdir(work_dir)
+        sys.argv = [""]
+        sys.path.insert(0, "")
+        self.link: _HostLink | None = None
+        self.turns = _Turns()
+        self.pid = os.getpid()
+        self.limit = 0
+        self.answer: str | None = None
+        self.actions = 0
+        self.stdout = _captured_stream(1)
+        self.stderr = _captured_stream(2)
+        sys.stdout = sys.__stdout__ = self.stdout
+        sys.stderr = sys.__stderr__ = self.stderr
+        sys.stdin = sys.__stdin__ = open(os.devnull, encoding="utf-8")
+        os.register_at_fork(before=self._flush_streams)
+        self.namespace = _main_module_namespace()
+        _warm_up()
+
+    def start(self, link: _HostLink, settings: dict) -> None:
+        """Take the job in `settings`, tell the host it is ready, then serve it until it hangs up."""
+        _apply_limits(settings)
+        _seed_random(settings["seed"])
+        self.link = link
+        self.limit = self.stdout.limit = self.stderr.limit = settings["max_output_chars"]
+        for spec in settings["tools"]:
+            self.namespace[spec["name"]] = self._tool_stub(spec["name"], spec["doc"])
+        self.namespace["final_answer"] = self._final_answer
+        link.send(protocol.message("ready"))
+        self.serve()
+
+    def serve(self) -> None:
+        """Answer the host's requests; between two of them this thread keeps the link, so that no other
+        thread's tool call can start while the host is not serving tools."""
+        handlers = {"exec": self.execute, "call": self.call, "read": self.read}
+        with self.turns:
+            msg = self.link.receive()
+        while msg is not None:
+            reply = handlers[msg["op"]](msg)
+            with self.turns:
+                self.link.send(reply)
+                msg = self.link.receive()
+
+    def execute(self, msg: dict) -> dict:
+        self.actions += 1
+        self.answer = None
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+        value, error, error_type = None, None, None
+        try:
+            value = self._run(msg["code"])
+        except _FinalAnswer:
+            pass
+        except BaseException as exc:
+            error, error_type = _format_error(exc), _type_name(exc)
+        self._exit_if_forked()
+        stdout, stdout_omitted = self._flush(self.stdout)
+        stderr, stderr_omitted = self._flush(self.stderr)
+        return protocol.message(
+            "result",
+            id=msg["id"],
+            stdout=stdout,
+            stdout_omitted=stdout_omitted,
+            stderr=stderr,
+            stderr_omitted=stderr_omitted,
+            value=value,
+            error=error,
+            error_type=error_type,
+            answer=self.answer,
+        )
+
+    def call(self, msg: dict) -> dict:
+        """Call a function of the agent's program with plain-data arguments; answer with its plain-data result."""
+        return self._returned(
+            msg["id"], lambda: self._function(msg["name"])(*_decoded(msg["args"]), **_decoded(msg["kwargs"]))
+        )
+
+    def read(self, msg: dict) -> dict:
+        """Answer with the value of a variable of the agent's program, as plain data."""
+        return self._returned(msg["id"], lambda: self._variable(msg["name"]))
+
+    def _returned(self, request_id: int, produce) -> dict:
+        try:
+            value = protocol.encode_value(produce())
+        except BaseException as exc:
+            self._exit_if_forked()
+            self._discard_output()
+            return protocol.message(
+                "returned",
+                id=request_id,
+                ok=False,
+                value=None,
+                error_type=_type_name(exc),
+                error=_capped_error(exc, self.limit),
+            )
+        self._exit_if_forked()
+        self._discard_output()
+        return protocol.message("returned", id=request_id, ok=True, value=value, error_type=None, error=None)
+
+    def _variable(self, name: str):
+        if name not in self.namespace:
+            raise NameError(f"name {name!r} is not defined")
+        return self.namespace[name]
+
+    def _function(self, name: str):
+        function = self._variable(name)
+        if not callable(function):
+            raise TypeError(f"{name!r} is a {type(function).__name__}, not a function")
+        return function
+
+    def _flush_streams(self) -> None:
+        """Write out unfinished lines before a fork, so that the child does not write them a second time."""
+        for stream in (self.stdout, self.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+
+    def _discard_output(self) -> None:
+        self._flush(self.stdout)
+        self._flush(self.stderr)
+
+    def _run(self, code: str) -> str | None:
+        """Execute `code`; return the repr of its last expression, as the Python prompt shows it."""
+        filename = _ACTION_FILENAME.format(self.actions)
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        tree = ast.parse(code, filename)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, filename, "exec", dont_inherit=True), self.namespace)
+        if last is None:
+            return None
+        result = eval(compile(ast.Expression(last.value), filename, "eval", dont_inherit=True), self.namespace)
+        return None if result is None else _capped_repr(result, self.limit)
+
+    def _exit_if_forked(self) -> None:
+        """A process forked by the agent's code that finishes the action must not answer the host."""
+        if os.getpid() != self.pid:
+            os._exit(0)
+
+    def _flush(self, stream: _CappedText) -> tuple[str, int]:
+        with contextlib.suppress(Exception):
+            stream.flush()
+        return stream.take()
+
+    def _final_answer(self, value):
+        """Give the final answer and end the episode."""
+        try:
+            self.answer = _encoded_answer(value)
+        except ValueError as e:
+            raise ValueError(f"final_answer got {e}; answer with less") from None
+        raise _FinalAnswer
+
+    def _tool_stub(self, name: str, doc: str):
+        link, turns, owner = self.link, self.turns, self.pid
+
+        def stub(*args, **kwargs):
+            if os.getpid() != owner:
+                raise RuntimeError(f"{name}() can only be called from the episode's main process")
+            try:
+                request = protocol.message(
+                    "tool", name=name, args=protocol.encode_value(list(args)), kwargs=protocol.encode_value(kwargs)
+                )
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"the arguments of {name}() cannot be sent to the host: {e}") from None
+            with turns:
+                link.send(request)
+                reply = link.receive()
+            if reply is None:
+                raise RuntimeError(f"{name}(): the host closed the connection")
+            if reply["ok"]:
+                return protocol.decode_value(reply["value"], clean=False)
+            raise _tool_exception(reply["error_type"], reply["error"])
+
+        stub.__name__ = stub.__qualname__ = name
+        stub.__doc__ = doc
+        return stub
+
+
+def _encoded_answer(value) -> str:
+    """The answer as plain data; anything else becomes its `repr`, a str."""
+    try:
+        return protocol.encode_value(value, protocol.MAX_ANSWER_CHARS)
+    except TypeError:
+        return protocol.encode_value(repr(value), protocol.MAX_ANSWER_CHARS)
+
+
+def _decoded(text: str):
+    return protocol.decode_value(text, clean=False)
+
+
+def _type_name(exc: BaseException) -> str:
+    return str(type(exc).__name__)[:_MAX_TYPE_NAME_CHARS]
+
+
+def _main_module_namespace() -> dict:
+    """The namespace of a fresh `__main__` module, installed as `sys.modules["__main__"]` like in `python`.
+
+    `import __main__`, pickling functions by reference (multiprocessing) and dataclasses all find the
+    agent's names there.
+    """
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    main.__annotations__ = {}
+    sys.modules["__main__"] = main
+    return vars(main)
+
+
+def _captured_stream(fd: int) -> _CappedText:
+    memfd = os.memfd_create(f"fd{fd}", 0)
+    os.dup2(memfd, fd)
+    os.close(memfd)
+    return _CappedText(fd, 0)
+
+
+def _warm_up() -> None:
+    """Run once what every job runs, so that the pages it touches are copied before the job waits for them."""
+    json.loads(protocol.frame(protocol.message("ready"))[protocol.HEADER.size :])
+    protocol.decode_value(protocol.encode_value([1, "x", (2.0,), {"k": None}]))
+    eval(compile(ast.Expression(ast.parse("1", mode="eval").body), "<warm-up>", "eval", dont_inherit=True))
+
+
+def _capped_repr(value, limit: int) -> str:
+    return _capped(repr(value), limit)
+
+
+def _capped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
+
+
+def _tool_exception(type_name: str, message: str) -> BaseException:
+    """Rebuild a tool's error as the same built-in exception type when there is one."""
+    exc_type = getattr(builtins, type_name, None)
+    if isinstance(exc_type, type) and issubclass(exc_type, Exception):
+        try:
+            return exc_type(message)
+        except Exception:
+            pass
+    return RuntimeError(f"{type_name}: {message}")
+
+
+def _capped_error(exc: BaseException, limit: int) -> str:
+    return _capped(_format_error(exc), limit)
+
+
+def _format_error(exc: BaseException) -> str:
+    """The traceback a model needs: the agent's frames and the libraries it called, not the sandbox's."""
+    try:
+        report = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+        _hide_sandbox_frames(report)
+        return "".join(report.format())
+    except Exception:
+        return f"{_type_name(exc)}: (the error could not be formatted)\n"
+
+
+def _hide_sandbox_frames(report: traceback.TracebackException | None) -> None:
+    seen = set()
+    while report is not None and id(report) not in seen:
+        seen.add(id(report))
+        frames = [frame for frame in report.stack if frame.filename not in _SANDBOX_FILENAMES]
+        report.stack = traceback.StackSummary.from_list(frames)
+        _hide_sandbox_frames(report.__cause__)
+        report = report.__context__
+
+
+def _apply_limits(settings: dict) -> None:
+    limits = {
+        resource.RLIMIT_AS: settings["memory_bytes"],
+        resource.RLIMIT_CPU: settings["cpu_time_s"],
+        resource.RLIMIT_NPROC: settings["max_processes"],
+        resource.RLIMIT_FSIZE: settings["max_file_bytes"],
+        resource.RLIMIT_NOFILE: settings["max_open_files"],
+        resource.RLIMIT_CORE: 0,
+    }
+    for kind, value in limits.items():
+        if value is not None:
+            resource.setrlimit(kind, (value, value))
+
+
+def _seed_random(seed: int | None) -> None:
+    if seed is not None:
+        random.seed(seed)
+
+
+_ROLES = {"interpreter": _Interpreter}
+
+
+class _Template:
+    """The warm interpreter: it keeps a spare process ready, hands it each new socket, and cleans up after."""
+
+    def __init__(self, control: socket.socket, settings: dict):
+        self.link = _HostLink(control)
+        self.settings = settings
+        self.spare: tuple[int, socket.socket] | None = None
+        self.used: list[int] = []
+        self.scratch_modes = {path: stat.S_IMODE(os.stat(path).st_mode) for path in settings["scratch_dirs"]}
+
+    def serve(self) -> None:
+        self.link.send(protocol.message("ready"))
+        self.prepare_spare()
+        while True:
+            msg = self.link.receive_while_idle(_reap_zombies)
+            if msg is None:
+                self.drop_spare()
+                self.kill_all_but(None)
+                return
+            if msg["op"] == "spawn":
+                self.spawn(self.link.take_fd(), msg["settings"])
+            elif msg["op"] == "finish":
+                self.renew()
+
+    def spawn(self, fd: int, settings: dict) -> None:
+        """Hand `fd` to a spare process that never ran agent code; it becomes the new process."""
+        if self.used or self.spare is None:
+            self.renew()
+        try:
+            self.activate_spare(fd, settings)
+        except OSError:
+            self.drop_spare()
+            self.renew()
+            self.activate_spare(fd, settings)
+        os.close(fd)
+        self.prepare_spare()
+
+    def activate_spare(self, fd: int, settings: dict) -> None:
+        pid, sock = self.spare
+        self.spare = None
+        self.used.append(pid)
+        try:
+            _HostLink(sock).send(protocol.message("spawn", settings=settings), (fd,))
+        finally:
+            sock.close()
+
+    def renew(self) -> None:
+        """Kill every process but this one and the spare, then empty the scratch folders and IPC objects.
+
+        The spare was forked from this template, so it never ran agent code; if it is gone, a new one is
+        forked once the old processes are dead.
+        """
+        spare = self.live_spare()
+        self.kill_all_but(spare)
+        if spare is None:
+            self.drop_spare()
+            self.prepare_spare()
+        self.used = []
+        for path, mode in self.scratch_modes.items():
+            _empty_folder(path, mode)
+        if self.settings["private_ipc"]:
+            _remove_sysv_ipc()
+
+    def kill_all_but(self, spare: int | None) -> None:
+        if self.settings["kills"] == "namespace":
+            _kill_namespace_but(spare)
+        else:
+            _kill_descendants_but(spare)
+
+    def live_spare(self) -> int | None:
+        """The spare's PID if it is still alive (episode code may have killed it)."""
+        if self.spare is None:
+            return None
+        try:
+            exited, _ = os.waitpid(self.spare[0], os.WNOHANG)
+        except ChildProcessError:
+            return None
+        return None if exited else self.spare[0]
+
+    def drop_spare(self) -> None:
+        if self.spare is not None:
+            self.spare[1].close()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.spare[0], signal.SIGKILL)
+            self.spare = None
+
+    def prepare_spare(self) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return
+        if pid == 0:
+            _spare(theirs, self.settings)
+        theirs.close()
+        self.spare = (pid, ours)
+
+
+def _spare(sock: socket.socket, settings: dict) -> None:
+    """Body of a spare process: prepare its role, wait for a socket and a job, then do it; never returns."""
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        _close_inherited_descriptors(keep=sock.fileno())
+        role = _ROLES[settings["role"]](settings["work_dir"])
+        link = _HostLink(sock)
+        msg = link.receive()
+        if msg is not None:
+            fd = link.take_fd()
+            sock.close()
+            role.start(_HostLink(socket.socket(fileno=fd)), msg["settings"])
+    except BaseException:
+        pass
+    os._exit(0)
+
+
+def _close_inherited_descriptors(keep: int) -> None:
+    """Close every descriptor but the standard streams and `keep`: the template's sockets stay with it."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def _kill_namespace_but(spare: int | None) -> None:
+    """Kill every process of the PID namespace but this one (PID 1) and `spare`, and reap them.
+
+    `kill(-1, SIGSTOP)` stops all of them at once (a process with a stop pending cannot fork), the spare is
+    continued, and the others, now a fixed set, are killed one by one.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(-1, signal.SIGSTOP)
+    keep = {os.getpid()} if spare is None else {os.getpid(), spare}
+    if spare is not None:
+        os.kill(spare, signal.SIGCONT)
+    deadline = time.monotonic() + _DEATH_TIMEOUT_S
+    while True:
+        _reap_zombies()
+        others = _namespace_processes() - keep
+        if not others or time.monotonic() > deadline:
+            return
+        for pid in others:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _wait_for_a_child()
+
+
+def _namespace_processes() -> set[int]:
+    return {int(name) for name in os.listdir("/proc") if name.isdigit()}
+
+
+def _kill_descendants_but(spare: int | None) -> None:
+    """Without a PID namespace: kill every descendant but `spare` (orphans come back to this subreaper)."""
+    while True:
+        _reap_zombies()
+        found = [pid for pid in _descendants(os.getpid()) if pid != spare]
+        if not found:
+            return
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _wait_for_a_child()
+
+
+def _wait_for_a_child() -> None:
+    """Sleep until a child ends (SIGCHLD is blocked in the template, so it waits here), at most a moment."""
+    signal.sigtimedwait((signal.SIGCHLD,), _DEATH_POLL_S)
+
+
+def _descendants(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        parent = pending.pop()
+        children = _children(parent)
+        found += children
+        pending += children
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for thread in threads:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{thread}/children") as listing:
+            children += [int(child) for child in listing.read().split()]
+    return children
+
+
+def _reap_zombies() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _empty_folder(folder: str, mode: int) -> None:
+    """Delete everything in `folder`, whatever permissions the episode set, and give it back its `mode`."""
+    with contextlib.suppress(OSError):
+        os.chmod(folder, mode)
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in list(entries):
+            _delete_tree(entry.path)
+
+
+def _delete_tree(root: str) -> None:
+    """Delete a file or a folder tree of any depth; folders are made accessible first (chmod 000 included)."""
+    pending = [(root, False)]
+    while pending:
+        path, emptied = pending.pop()
+        try:
+            status = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(status.st_mode):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        elif emptied:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        else:
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o700)
+            pending.append((path, True))
+            with contextlib.suppress(OSError), os.scandir(path) as entries:
+                pending += [(entry.path, False) for entry in entries]
+
+
+def _remove_sysv_ipc() -> None:
+    """Remove every System V shared memory segment, message queue and semaphore set of the IPC namespace."""
+    for kind, control in _SYSV_IPC.items():
+        try:
+            rows = _read_small_file(f"/proc/sysvipc/{kind}").splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            identifier = int(row.split()[1])
+            if kind == "sem":
+                _LIBC.semctl(identifier, 0, _IPC_RMID)
+            else:
+                getattr(_LIBC, control)(identifier, _IPC_RMID, None)
+
+
+def _read_small_file(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 1 << 20).decode()
+    finally:
+        os.close(fd)
+
+
+def _set_signals_for_episodes() -> None:
+    """Dispositions set once here and inherited by every fork.
+
+    SIGINT gets its default action: as PID 1 of the namespace the template then ignores it from episode
+    code. SIGXFSZ is ignored so that a write past the file-size limit fails with an error, not a kill.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def _add_interactive_builtins() -> None:
+    """`exit`, `quit`, `help`, `copyright`, `credits` and `license`, as the `site` module gives every `python`."""
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
+
+
+def _preload(modules: tuple[str, ...]) -> None:
+    """Import common modules once in the template, so that episodes do not pay for them on every fork."""
+    for name in modules:
+        with contextlib.suppress(ImportError):
+            __import__(name)
+
+
+def _prctl(option: int, value: int, message: str) -> None:
+    if _LIBC.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), message)
+
+
+def _join_fresh_session_keyring(keyctl: int) -> None:
+    """Leave the host's session keyring for a new anonymous one, so that no key of the host is possessed."""
+    if _LIBC.syscall(keyctl, _KEYCTL_JOIN_SESSION_KEYRING, None) < 0 and ctypes.get_errno() != _ENOSYS:
+        raise OSError(ctypes.get_errno(), "could not join a fresh session keyring")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+
+def _install_syscall_filter(program: bytes) -> None:
+    """Install the host's seccomp program on this process (and so on every process it forks)."""
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1, "could not set no_new_privs, which a syscall filter needs")
+    fprog = _SockFprog(len(program) // 8, program)
+    if _LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "the kernel refused the sandbox's syscall filter")
+
+
+def main() -> None:
+    settings = json.loads(sys.argv[3])
+    control = socket.socket(fileno=settings["control_fd"])
+    _join_fresh_session_keyring(settings["keyctl"])
+    _prctl(_PR_SET_DUMPABLE, 0, "could not make the template undumpable")
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1, "could not make the template a subreaper")
+    _install_syscall_filter(base64.b64decode(settings["syscall_filter"]))
+    for path in settings["site_dirs"]:
+        site.addsitedir(path)
+    _add_interactive_builtins()
+    _preload(_PRELOADED_MODULES)
+    _set_signals_for_episodes()
+    gc.collect()
+    gc.freeze()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    _Template(control, settings).serve()
+
+
+if __name__ == "__sandbox__":
+    main()
