@@ -176,7 +176,11 @@ def _add_run(commands: Any) -> None:
         help="save the trajectories, one row each: PATH.parquet, PATH.jsonl, or a datasets folder at a PATH "
         "without extension (default: save nothing)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="show no progress bars (ours nor datasets')")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="show no progress bar: neither ours nor those of datasets and huggingface_hub",
+    )
     parser.set_defaults(command=_run)
 
 
