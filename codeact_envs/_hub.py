@@ -15,7 +15,7 @@ from typing import Any
 
 from ._card import CARD_FILE, ENV_TAG, minimal_card
 from ._check import NOT_UPLOADED, check
-from ._loading import hub_failure
+from ._loading import REPO_ID_FORM, hub_failure
 from ._manifest import Manifest, read_manifests
 
 _MIRRORED = "*"
@@ -68,10 +68,9 @@ def push_to_hub(
         ValueError: The folder does not pass `check`; the message lists every problem. Nothing was published.
     """
     from huggingface_hub import HfApi
-    from huggingface_hub.utils import validate_repo_id
 
     folder = _env_folder(env_dir)
-    validate_repo_id(repo_id)
+    _check_repo_id(repo_id)
     api = HfApi(token=token)
     _reach(api, f"push to {repo_id!r}")
     manifests = read_manifests(folder)
@@ -123,6 +122,15 @@ def _problems_of_every_env(folder: Path, manifests: tuple[Manifest, ...], trust_
         for manifest in manifests
         for problem in check(folder, env_id=manifest.id, trust_remote_code=trust_remote_code).problems
     ]
+
+
+def _check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ValueError(f"{repo_id!r} is not a Hub repo id ({REPO_ID_FORM})") from e
 
 
 def _refusal(folder: Path, problems: list[str]) -> str:

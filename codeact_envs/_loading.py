@@ -34,6 +34,7 @@ CODE_PATTERNS = ["*.py", "**/*.py", MANIFEST_FILE, CARD_FILE, REQUIREMENTS_FILE]
 _PACKAGE_PREFIX = "codeact_envs_remote"
 _SET_BY_LOAD_ENV = ("transform", "origin")
 _SPEC_ID_UNSAFE = re.compile(r"[^\w.-]")
+REPO_ID_FORM = "'org/name': letters, digits, '-', '_', '.'; at most one '/'"
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def load_tasks(env: CodeActEnv, split: str, *, streaming: bool = False) -> Any:
     if rows.column_names is not None:
         problems = column_problems(env.transform, rows.column_names, f"{_place(env)}: the task rows of split {split!r}")
         if problems:
-            raise ValueError(problems[0])
+            raise ValueError("; ".join(problems))
     return rows
 
 
@@ -253,7 +254,7 @@ def _why_not_a_repo_id(repo_id_or_path: str | Path) -> str | None:
     try:
         validate_repo_id(text)
     except HFValidationError:
-        return "nor is it a Hub repo id ('org/name': letters, digits, '-', '_', '.'; at most one '/')"
+        return f"nor is it a Hub repo id ({REPO_ID_FORM})"
     return None
 
 

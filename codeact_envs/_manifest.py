@@ -106,7 +106,9 @@ def read_manifests(folder: str | Path, *, root: str | Path | None = None) -> tup
     folder = Path(folder)
     path = folder / MANIFEST_FILE
     if not os.path.lexists(path):
-        raise ManifestError(f"{path}: no manifest; an env folder needs an {MANIFEST_FILE} at its root")
+        raise ManifestError(
+            f"{path}: no manifest; an env folder needs an {MANIFEST_FILE} at its root{_near_names(folder)}"
+        )
     document = read_yaml(path, root=Path(root) if root is not None else folder)
     problems = _Problems(path)
     declarations = _validate_document(document, problems)
@@ -282,6 +284,12 @@ def _validate_transform(entry: Any, key: str, folder: Path, problems: _Problems)
             f"unknown transform {name!r}{did_you_mean(name, BUILTIN_TRANSFORMS)}; built-ins: "
             f"{', '.join(BUILTIN_TRANSFORMS)}, or 'module:Class' from the env folder",
         )
+
+
+def _near_names(folder: Path) -> str:
+    """` (did you mean 'environment.yml'?)` when the folder holds a file named almost like the manifest."""
+    names = [path.name for path in folder.iterdir()] if folder.is_dir() else []
+    return did_you_mean(MANIFEST_FILE, names)
 
 
 def _framework_names(declaration: dict) -> list[Any]:

@@ -124,7 +124,10 @@ def _one_error_line(arguments: list[str], capsys) -> str:
             ["run", HUMANEVAL, "--trust-remote-code", "--split", "tset", "--policy", "oracle"],
             "humaneval has no split 'tset' (did you mean 'test'?); its splits: test",
         ),
-        (["run", HUMANEVAL, "--trust-remote-code", "--model", "m", "--model-class", "Nope"], "not a smolagents model"),
+        (
+            ["run", HUMANEVAL, "--trust-remote-code", "--model", "m", "--model-class", "OpenAIServerModle"],
+            "--model-class 'OpenAIServerModle' is not a smolagents model class (did you mean 'OpenAIServerModel'?)",
+        ),
         (
             ["run", HUMANEVAL, "--trust-remote-code", "--model", "m", "--model-kwarg", "oops"],
             "--model-kwarg expects KEY=VALUE, got 'oops'",

@@ -361,3 +361,21 @@ def test_push_checks_every_env_the_manifest_declares(hub, copy):
     commit = push_to_hub(copy, "org/two-envs", trust_remote_code=True)
     with load_env("org/two-envs", env_id="humaneval-broken", trust_remote_code=True) as env:
         assert env.commit == commit
+
+
+def test_a_push_the_hub_refuses_names_the_fix(hub, copy):
+    hub.writes_refused = True
+    try:
+        with pytest.raises(PermissionError) as caught:
+            push_to_hub(copy, "org/refused", trust_remote_code=True)
+    finally:
+        hub.writes_refused = False
+    assert str(caught.value) == (
+        f"the Hub at {hub.url} refused to push to 'org/refused' (HTTP 401); log in with `hf auth login`, or pass a "
+        "token with write access (token= or --token)"
+    )
+
+
+def test_push_to_a_malformed_repo_id_fails_before_the_check(copy):
+    with pytest.raises(ValueError, match=r"^'org/a/b' is not a Hub repo id \('org/name': "):
+        push_to_hub(copy, "org/a/b", trust_remote_code=True)

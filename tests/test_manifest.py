@@ -359,3 +359,9 @@ def test_two_declarations_with_one_id_are_refused(env_folder):
     second = VALID.split("environments:\n", 1)[1]
     message = _error_for(env_folder, VALID + second)
     assert "environments: the id 'humaneval' is declared 2 times; give each its own id" in message
+
+
+def test_a_manifest_with_a_near_name_is_suggested(env_folder):
+    (env_folder / "environment.yaml").rename(env_folder / "environment.yml")
+    with pytest.raises(ManifestError, match=r"at its root \(did you mean 'environment\.yml'\?\)$"):
+        load_env(env_folder, trust_remote_code=True)
