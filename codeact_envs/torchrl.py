@@ -144,6 +144,7 @@ class CodeActTransform(ToolTransformBase):
         rows = _as_list(tensordict.get(TASK_KEY))
         self.episodes = [self._start(index, json.loads(row)) for index, row in enumerate(rows)]
         tensordict_reset["history"].prompt = History.from_chats([_chat_of(e) for e in self.episodes])
+        tensordict_reset.exclude(TASK_KEY, inplace=True)
         return self._write_ends(tensordict_reset, ended=[False] * len(self.episodes))
 
     def _start(self, index: int, row: dict[str, Any]) -> LiveEpisode:

@@ -30,14 +30,10 @@ def adder(tmp_path_factory):
 
 
 @pytest.fixture
-def chat_model(tiny_model):
-    """The tiny model, with the Qwen2.5 chat template TRL ships (TRL parses tool calls in it)."""
+def chat_model(tiny_tool_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl.chat_template_utils import qwen2_5_chat_template
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    tokenizer.chat_template = qwen2_5_chat_template
-    return AutoModelForCausalLM.from_pretrained(tiny_model), tokenizer
+    return AutoModelForCausalLM.from_pretrained(tiny_tool_model), AutoTokenizer.from_pretrained(tiny_tool_model)
 
 
 def _train_one_step(model, tokenizer, spec, tmp_path, **hooks):
