@@ -15,7 +15,7 @@ from typing import Any
 
 from ._card import CARD_FILE, ENV_TAG, minimal_card
 from ._check import NOT_UPLOADED, check, foreign_files
-from ._loading import REPO_ID_FORM, hub_failure
+from ._loading import REPO_ID_FORM, check_trust, hub_failure
 from ._manifest import Manifest, read_manifests
 
 _MIRRORED = "*"
@@ -72,9 +72,10 @@ def push_to_hub(
 
     folder = _env_folder(env_dir)
     _check_repo_id(repo_id)
+    manifests = read_manifests(folder)
+    check_trust(str(env_dir), manifests[0], trust_remote_code)
     api = HfApi(token=token)
     _reach(api, f"push to {repo_id!r}")
-    manifests = read_manifests(folder)
     problems = _problems_of_every_env(folder, manifests, trust_remote_code) or foreign_files(folder)
     if problems:
         raise ValueError(_refusal(folder, problems))
