@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ._card import CARD_FILE, ENV_TAG, minimal_card
-from ._check import NOT_UPLOADED, check
-from ._loading import REPO_ID_FORM, hub_failure
+from ._check import NOT_UPLOADED, check, foreign_files
+from ._loading import REPO_ID_FORM, check_trust, hub_failure
 from ._manifest import Manifest, read_manifests
 
 _MIRRORED = "*"
@@ -49,9 +49,10 @@ def push_to_hub(
 ) -> str:
     """Check an env folder (`check`, the same verdict), then publish it as a Hub dataset repo in one commit.
 
-    A manifest that declares several envs has each of them checked. A folder without a `README.md` gets a
-    minimal card (tags `rl-environment` and `codeact-env`, a `configs:` entry per split) in the upload, not on
-    disk.
+    A manifest that declares several envs has each of them checked. The files to upload are looked at again
+    after the check ran the folder's code: a link out of the folder made meanwhile is refused too. A folder
+    without a `README.md` gets a minimal card (tags `rl-environment` and `codeact-env`, a `configs:` entry per
+    split) in the upload, not on disk.
 
     Args:
         env_dir: The env folder: `environment.yaml`, code, card and `data/`.
@@ -71,10 +72,11 @@ def push_to_hub(
 
     folder = _env_folder(env_dir)
     _check_repo_id(repo_id)
+    manifests = read_manifests(folder)
+    check_trust(str(env_dir), manifests[0], trust_remote_code)
     api = HfApi(token=token)
     _reach(api, f"push to {repo_id!r}")
-    manifests = read_manifests(folder)
-    problems = _problems_of_every_env(folder, manifests, trust_remote_code)
+    problems = _problems_of_every_env(folder, manifests, trust_remote_code) or foreign_files(folder)
     if problems:
         raise ValueError(_refusal(folder, problems))
     with _hub_errors(f"push to {repo_id!r}"), _with_card(folder, manifests) as upload_dir:

@@ -74,7 +74,7 @@ def load_env(
     """
     located = _locate(repo_id_or_path, revision=revision, token=token)
     manifest = read_manifest(located.folder, env_id, root=located.root)
-    _check_trust(located.repo_id, manifest, trust_remote_code)
+    check_trust(located.repo_id, manifest, trust_remote_code)
     _check_requirements(located.folder, located.root)
     package = _import_folder(located.folder)
     env_class = _env_class(package, manifest)
@@ -269,7 +269,8 @@ def _env_folders_near(path: Path) -> str:
     return did_you_mean(str(path), folders) or f" (env folders in {str(parent)!r}: {', '.join(folders)})"
 
 
-def _check_trust(name: str, manifest: Manifest, trust_remote_code: bool) -> None:
+def check_trust(name: str, manifest: Manifest, trust_remote_code: bool) -> None:
+    """Refuse to run the code of the env `name` unless the caller said it trusts it."""
     if not trust_remote_code:
         module = manifest.entry_point.split(":")[0]
         raise UntrustedCodeError(f"{name!r} runs its Python code ({module}.py) on this machine")

@@ -347,3 +347,10 @@ def test_the_oracle_policy_needs_an_env_with_an_oracle(tmp_path, capsys):
     arguments = ["run", str(folder), "--policy", "oracle", "--trust-remote-code", "--no-progress"]
     message = _one_error_line(arguments, capsys)
     assert message == "HumanEvalEnv defines no oracle(task), so --policy oracle cannot play it; pass --model"
+
+
+def test_push_without_trust_is_refused_before_reaching_the_hub(capsys, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", _closed_port_url())
+    assert _one_error_line(["push", HUMANEVAL, "cli-org/untrusted"], capsys) == (
+        f"{HUMANEVAL!r} runs its Python code (env.py) on this machine; if you trust it, pass --trust-remote-code"
+    )

@@ -379,3 +379,21 @@ def test_a_push_the_hub_refuses_names_the_fix(hub, copy):
 def test_push_to_a_malformed_repo_id_fails_before_the_check(copy):
     with pytest.raises(ValueError, match=r"^'org/a/b' is not a Hub repo id \('org/name': "):
         push_to_hub(copy, "org/a/b", trust_remote_code=True)
+
+
+def test_a_link_the_folders_code_makes_while_checked_is_refused(hub, copy, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    link = copy / "made_while_checked.txt"
+    env_py = copy / "env.py"
+    env_py.write_text(
+        env_py.read_text().replace(
+            "    def setup(self, task: dict[str, Any]) -> str:\n",
+            "    def setup(self, task: dict[str, Any]) -> str:\n"
+            f"        import pathlib\n        link = pathlib.Path({str(link)!r})\n"
+            f"        link.exists() or link.symlink_to({str(token)!r})\n",
+        )
+    )
+    with pytest.raises(ValueError, match=r"made_while_checked\.txt: links to .*outside the env folder"):
+        push_to_hub(copy, "org/late-link", trust_remote_code=True)
+    assert ("dataset", "org/late-link") not in hub.repos
