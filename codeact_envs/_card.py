@@ -2,6 +2,7 @@
 task rows of each split are."""
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,31 @@ def card_problems(folder: Path, manifest: Manifest, *, root: Path, local: bool) 
     return problems
 
 
-def minimal_card(manifest: Manifest) -> str:
-    """A dataset card with our tags and, when the tasks live in this repo, one `data/<split>-*` config."""
+def minimal_card(manifests: Sequence[Manifest]) -> str:
+    """A dataset card with our tags and, for the envs whose tasks live in this repo, a config per `config_name`
+    that points each split at `data/<split>-*.parquet`."""
+    splits_of_config: dict[str, list[str]] = {}
+    for manifest in manifests:
+        if manifest.dataset is None:
+            splits = splits_of_config.setdefault(manifest.config_name, [])
+            splits += [split for split in manifest.splits if split not in splits]
     metadata: dict = {"tags": list(HUB_TAGS)}
-    if manifest.dataset is None:
-        data_files = [{"split": split, "path": f"data/{split}-*.parquet"} for split in manifest.splits]
-        metadata["configs"] = [{"config_name": manifest.config_name, "data_files": data_files}]
+    if splits_of_config:
+        metadata["configs"] = [
+            {
+                "config_name": name,
+                "data_files": [{"split": split, "path": f"data/{split}-*.parquet"} for split in splits],
+            }
+            for name, splits in splits_of_config.items()
+        ]
     front_matter = yaml.safe_dump(metadata, sort_keys=False)
-    return f"---\n{front_matter}---\n\n# {manifest.title or manifest.id}\n\n{manifest.description}\n"
+    first = manifests[0]
+    return f"---\n{front_matter}---\n\n# {first.title or first.id}\n\n{first.description}\n"
 
 
 def _tag_problems(path: Path, tags: Any) -> list[str]:
+    if tags is None:
+        return [f"{path}: the card's front matter has no `tags:`; add {_TAGS_EXAMPLE}"]
     if not isinstance(tags, list):
         return [f"{path}: the card's front matter has tags {short_repr(tags)}, not a list; add {_TAGS_EXAMPLE}"]
     missing = [tag for tag in HUB_TAGS if tag not in tags]

@@ -11,7 +11,8 @@ from typing import Any, NoReturn
 
 from ._check import check
 from ._collector import Collector
-from ._errors import SandboxError, UntrustedCodeError
+from ._env import defines_oracle
+from ._errors import SandboxError, UntrustedCodeError, did_you_mean
 from ._loading import default_split, load_env, load_tasks
 from ._policies import ModelPolicy, OraclePolicy
 from ._rollout import Trajectory
@@ -175,7 +176,11 @@ def _add_run(commands: Any) -> None:
         help="save the trajectories, one row each: PATH.parquet, PATH.jsonl, or a datasets folder at a PATH "
         "without extension (default: save nothing)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="show no progress bars (ours nor datasets')")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="show no progress bar: neither ours nor those of datasets and huggingface_hub",
+    )
     parser.set_defaults(command=_run)
 
 
@@ -264,6 +269,10 @@ def _policy(args: argparse.Namespace, env: Any, tasks: Any) -> Any:
     if (args.policy is None) == (args.model is None):
         raise ValueError("pass exactly one of --policy oracle or --model MODEL_ID")
     if args.policy == "oracle":
+        if not defines_oracle(env):
+            raise ValueError(
+                f"{type(env).__name__} defines no oracle(task), so --policy oracle cannot play it; pass --model"
+            )
         return OraclePolicy(env, tasks)
     return ModelPolicy(_model(args.model_class, args.model, args.model_kwarg))
 
@@ -274,7 +283,10 @@ def _model(class_name: str, model_id: str, raw_kwargs: list[str]) -> Any:
     model_class = getattr(smolagents, class_name, None)
     if not isinstance(model_class, type) or not issubclass(model_class, smolagents.Model):
         names = sorted(n for n in dir(smolagents) if n.endswith("Model") and n != "Model")
-        raise ValueError(f"--model-class {class_name!r} is not a smolagents model class; choose one of {names}")
+        raise ValueError(
+            f"--model-class {class_name!r} is not a smolagents model class{did_you_mean(class_name, names)}; "
+            f"choose one of {', '.join(names)}"
+        )
     return model_class(model_id=model_id, **dict(_keyword(raw) for raw in raw_kwargs))
 
 

@@ -267,15 +267,13 @@ class _EnvSlot:
         self.name: str | None = None
 
     def open(self, build: Callable[[], Any]) -> None:
-        """Build the env unless there is one."""
-        if self.env is not None:
-            return
-        env = build()
+        """Build the env unless there is one (`shutdown()` waits for a build in progress, then closes the env)."""
         with self.lock:
-            if self.stop.is_set():
-                env.close()
-                raise _Stopped
-            self.env, self.name = env, env_name(env)
+            if self.env is not None:
+                return
+            self._check_running()
+            self.env = build()
+            self.name = env_name(self.env)
 
     def replace(self, rebuild: Callable[[Any], Any]) -> None:
         """Put a new env in place of one whose host was lost."""
@@ -312,7 +310,12 @@ class _EnvSlot:
             env.close()
 
     def _check(self) -> None:
-        if self.stop.is_set() or self.env is None:
+        self._check_running()
+        if self.env is None:
+            raise _Stopped
+
+    def _check_running(self) -> None:
+        if self.stop.is_set():
             raise _Stopped
 
 

@@ -239,6 +239,11 @@ class CodeActEnv(gym.Env[str, str]):
         self.close()
 
 
+def env_tools(env: CodeActEnv) -> dict[str, Callable]:
+    """The env's tools by name, as the agent's code calls them."""
+    return dict(env._tools)
+
+
 def _first_row(origin: EnvOrigin) -> dict[str, Any]:
     manifest = origin.manifest
     split = manifest.splits[0]

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ._card import CARD_FILE, ENV_TAG, minimal_card
-from ._check import NOT_UPLOADED, CheckReport, check
-from ._loading import hub_failure
-from ._manifest import Manifest, read_manifest
+from ._check import NOT_UPLOADED, check, foreign_files
+from ._loading import REPO_ID_FORM, check_trust, hub_failure
+from ._manifest import Manifest, read_manifests
 
 _MIRRORED = "*"
 _NOT_UPLOADED_PATTERNS = [pattern for name in NOT_UPLOADED for pattern in (f"{name}/*", f"*/{name}/*")]
@@ -49,8 +49,10 @@ def push_to_hub(
 ) -> str:
     """Check an env folder (`check`, the same verdict), then publish it as a Hub dataset repo in one commit.
 
-    A folder without a `README.md` gets a minimal card (tags `rl-environment` and `codeact-env`, a `configs:`
-    entry per split) in the upload, not on disk.
+    A manifest that declares several envs has each of them checked. The files to upload are looked at again
+    after the check ran the folder's code: a link out of the folder made meanwhile is refused too. A folder
+    without a `README.md` gets a minimal card (tags `rl-environment` and `codeact-env`, a `configs:` entry per
+    split) in the upload, not on disk.
 
     Args:
         env_dir: The env folder: `environment.yaml`, code, card and `data/`.
@@ -67,17 +69,17 @@ def push_to_hub(
         ValueError: The folder does not pass `check`; the message lists every problem. Nothing was published.
     """
     from huggingface_hub import HfApi
-    from huggingface_hub.utils import validate_repo_id
 
     folder = _env_folder(env_dir)
-    validate_repo_id(repo_id)
+    _check_repo_id(repo_id)
+    manifests = read_manifests(folder)
+    check_trust(str(env_dir), manifests[0], trust_remote_code)
     api = HfApi(token=token)
     _reach(api, f"push to {repo_id!r}")
-    report = check(folder, trust_remote_code=trust_remote_code)
-    if not report.ok:
-        raise ValueError(_refusal(folder, report))
-    manifest = read_manifest(folder)
-    with _hub_errors(f"push to {repo_id!r}"), _with_card(folder, manifest) as upload_dir:
+    problems = _problems_of_every_env(folder, manifests, trust_remote_code) or foreign_files(folder)
+    if problems:
+        raise ValueError(_refusal(folder, problems))
+    with _hub_errors(f"push to {repo_id!r}"), _with_card(folder, manifests) as upload_dir:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         commit = api.upload_folder(
             repo_id=repo_id,
@@ -113,11 +115,31 @@ def _env_folder(env_dir: str | Path) -> Path:
     return folder
 
 
-def _refusal(folder: Path, report: CheckReport) -> str:
-    if len(report.problems) == 1:
-        return f"{folder} fails check, so it was not pushed: {report.problems[0]}"
-    listed = "\n".join(f"  - {problem}" for problem in report.problems)
-    return f"{folder} fails check ({len(report.problems)} problems), so it was not pushed:\n{listed}"
+def _problems_of_every_env(folder: Path, manifests: tuple[Manifest, ...], trust_remote_code: bool) -> list[str]:
+    """What `check` finds in each env of the folder; with several envs each problem names its env."""
+    if len(manifests) == 1:
+        return check(folder, trust_remote_code=trust_remote_code).problems
+    return [
+        f"env {manifest.id!r}: {problem}"
+        for manifest in manifests
+        for problem in check(folder, env_id=manifest.id, trust_remote_code=trust_remote_code).problems
+    ]
+
+
+def _check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ValueError(f"{repo_id!r} is not a Hub repo id ({REPO_ID_FORM})") from e
+
+
+def _refusal(folder: Path, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"{folder} fails check, so it was not pushed: {problems[0]}"
+    listed = "\n".join(f"  - {problem}" for problem in problems)
+    return f"{folder} fails check ({len(problems)} problems), so it was not pushed:\n{listed}"
 
 
 def _reach(api: Any, doing: str) -> None:
@@ -156,7 +178,7 @@ def _is_transport_error(error: Exception) -> bool:
 
 
 @contextlib.contextmanager
-def _with_card(folder: Path, manifest: Manifest) -> Iterator[Path]:
+def _with_card(folder: Path, manifests: tuple[Manifest, ...]) -> Iterator[Path]:
     """`folder` itself when it has a card, else a temporary copy of it with a minimal card added."""
     if (folder / CARD_FILE).is_file():
         yield folder
@@ -164,5 +186,5 @@ def _with_card(folder: Path, manifest: Manifest) -> Iterator[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / folder.name
         shutil.copytree(folder, copy, symlinks=True, ignore=shutil.ignore_patterns(*NOT_UPLOADED))
-        (copy / CARD_FILE).write_text(minimal_card(manifest), encoding="utf-8")
+        (copy / CARD_FILE).write_text(minimal_card(manifests), encoding="utf-8")
         yield copy

@@ -8,6 +8,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import re
 import sys
 import typing
@@ -26,12 +27,14 @@ from ._errors import ManifestError, UntrustedCodeError, did_you_mean, short_repr
 from ._manifest import BUILTIN_TRANSFORMS, FRAMEWORK, MANIFEST_FILE, Manifest, read_manifest
 from ._origin import EnvOrigin, files_root, task_rows
 from ._transforms import Compose, Transform
+from ._yaml import read_metadata_text
 
 REQUIREMENTS_FILE = "requirements.txt"
 CODE_PATTERNS = ["*.py", "**/*.py", MANIFEST_FILE, CARD_FILE, REQUIREMENTS_FILE]
 _PACKAGE_PREFIX = "codeact_envs_remote"
 _SET_BY_LOAD_ENV = ("transform", "origin")
 _SPEC_ID_UNSAFE = re.compile(r"[^\w.-]")
+REPO_ID_FORM = "'org/name': letters, digits, '-', '_', '.'; at most one '/'"
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,8 @@ def load_env(
     """
     located = _locate(repo_id_or_path, revision=revision, token=token)
     manifest = read_manifest(located.folder, env_id, root=located.root)
-    _check_trust(located.repo_id, manifest, trust_remote_code)
-    _check_requirements(located.folder)
+    check_trust(located.repo_id, manifest, trust_remote_code)
+    _check_requirements(located.folder, located.root)
     package = _import_folder(located.folder)
     env_class = _env_class(package, manifest)
     transform_classes = [(_transform_class(package, manifest, name), kwargs) for name, kwargs in manifest.transforms]
@@ -94,7 +97,7 @@ def load_tasks(env: CodeActEnv, split: str, *, streaming: bool = False) -> Any:
     if rows.column_names is not None:
         problems = column_problems(env.transform, rows.column_names, f"{_place(env)}: the task rows of split {split!r}")
         if problems:
-            raise ValueError(problems[0])
+            raise ValueError("; ".join(problems))
     return rows
 
 
@@ -251,7 +254,7 @@ def _why_not_a_repo_id(repo_id_or_path: str | Path) -> str | None:
     try:
         validate_repo_id(text)
     except HFValidationError:
-        return "nor is it a Hub repo id ('org/name': letters, digits, '-', '_', '.'; at most one '/')"
+        return f"nor is it a Hub repo id ({REPO_ID_FORM})"
     return None
 
 
@@ -266,25 +269,26 @@ def _env_folders_near(path: Path) -> str:
     return did_you_mean(str(path), folders) or f" (env folders in {str(parent)!r}: {', '.join(folders)})"
 
 
-def _check_trust(name: str, manifest: Manifest, trust_remote_code: bool) -> None:
+def check_trust(name: str, manifest: Manifest, trust_remote_code: bool) -> None:
+    """Refuse to run the code of the env `name` unless the caller said it trusts it."""
     if not trust_remote_code:
         module = manifest.entry_point.split(":")[0]
         raise UntrustedCodeError(f"{name!r} runs its Python code ({module}.py) on this machine")
 
 
-def _check_requirements(folder: Path) -> None:
+def _check_requirements(folder: Path, root: Path) -> None:
     """Fail with the `pip install` line when an env's requirements.txt is not satisfied; install nothing."""
     path = folder / REQUIREMENTS_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return
-    missing = [line for line in _requirement_lines(path) if not _is_satisfied(line, path)]
+    missing = [line for line in _requirement_lines(path, root) if not _is_satisfied(line, path)]
     if missing:
         quoted = " ".join(f"'{line}'" for line in missing)
         raise ImportError(f"{path} needs packages that are not installed: pip install {quoted}")
 
 
-def _requirement_lines(path: Path) -> list[str]:
-    lines = (line.strip() for line in path.read_text().splitlines())
+def _requirement_lines(path: Path, root: Path) -> list[str]:
+    lines = (line.strip() for line in read_metadata_text(path, root=root).splitlines())
     return [line for line in lines if line and not line.startswith(("#", "-"))]
 
 

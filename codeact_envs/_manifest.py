@@ -87,18 +87,37 @@ def read_manifest(folder: str | Path, env_id: str | None = None, *, root: str | 
     The file must resolve inside `root` (default: the folder). Every problem in the file is reported at once,
     in one `ManifestError`.
     """
+    manifests = read_manifests(folder, root=root)
+    ids = [manifest.id for manifest in manifests]
+    path = manifests[0].path
+    if env_id is not None and env_id not in ids:
+        raise ManifestError(
+            f"{path}: environments: no environment with id {env_id!r}{did_you_mean(env_id, ids)}; ids: {', '.join(ids)}"
+        )
+    if env_id is None and len(manifests) > 1:
+        raise ManifestError(
+            f"{path}: environments: {len(ids)} environments declare {FRAMEWORK}: pass env_id= one of {', '.join(ids)}"
+        )
+    return manifests[0] if env_id is None else manifests[ids.index(env_id)]
+
+
+def read_manifests(folder: str | Path, *, root: str | Path | None = None) -> tuple[Manifest, ...]:
+    """Every declaration of `folder/environment.yaml` with a `codeact_envs` block, validated (see `read_manifest`)."""
     folder = Path(folder)
     path = folder / MANIFEST_FILE
     if not os.path.lexists(path):
-        raise ManifestError(f"{path}: no manifest; an env folder needs an {MANIFEST_FILE} at its root")
+        raise ManifestError(
+            f"{path}: no manifest; an env folder needs an {MANIFEST_FILE} at its root{_near_names(folder)}"
+        )
     document = read_yaml(path, root=Path(root) if root is not None else folder)
     problems = _Problems(path)
     declarations = _validate_document(document, problems)
     ours = [d for d in declarations if isinstance(d.get("frameworks"), dict) and FRAMEWORK in d["frameworks"]]
     for declaration in ours:
         _validate_our_block(declaration, folder, problems)
+    _validate_ids(ours, declarations, problems)
     problems.raise_if_any()
-    return _to_manifest(path, _pick(ours, declarations, env_id, problems))
+    return tuple(_to_manifest(path, declaration) for declaration in ours)
 
 
 class _Problems:
@@ -267,27 +286,28 @@ def _validate_transform(entry: Any, key: str, folder: Path, problems: _Problems)
         )
 
 
-def _pick(ours: list[dict], declarations: list[dict], env_id: str | None, problems: _Problems) -> dict:
-    ids = [d["id"] for d in ours]
+def _near_names(folder: Path) -> str:
+    """` (did you mean 'environment.yml'?)` when the folder holds a file named almost like the manifest."""
+    names = [path.name for path in folder.iterdir()] if folder.is_dir() else []
+    return did_you_mean(MANIFEST_FILE, names)
+
+
+def _framework_names(declaration: dict) -> list[Any]:
+    frameworks = declaration.get("frameworks")
+    return list(frameworks) if isinstance(frameworks, dict) else []
+
+
+def _validate_ids(ours: list[dict], declarations: list[dict], problems: _Problems) -> None:
     if not ours:
-        others = sorted({name for d in declarations for name in d.get("frameworks", {})})
+        others = sorted({str(name) for d in declarations for name in _framework_names(d)})
         problems.add(
             "frameworks",
             f"no environment declares a {FRAMEWORK} block (frameworks found: {', '.join(others) or 'none'}); "
             f"add frameworks.{FRAMEWORK} with entry_point and min_version",
         )
-    elif env_id is not None and env_id not in ids:
-        problems.add(
-            "environments",
-            f"no environment with id {env_id!r}{did_you_mean(env_id, ids)}; ids: {', '.join(map(str, ids))}",
-        )
-    elif env_id is None and len(ours) > 1:
-        problems.add(
-            "environments",
-            f"{len(ours)} environments declare {FRAMEWORK}: pass env_id= one of {', '.join(map(str, ids))}",
-        )
-    problems.raise_if_any()
-    return ours[0] if env_id is None else ours[ids.index(env_id)]
+    ids = [d.get("id") for d in ours]
+    for env_id in sorted({i for i in ids if ids.count(i) > 1}, key=str):
+        problems.add("environments", f"the id {env_id!r} is declared {ids.count(env_id)} times; give each its own id")
 
 
 def _to_manifest(path: Path, declaration: dict) -> Manifest:

@@ -10,6 +10,7 @@ import numpy as np
 from ._errors import InfrastructureError
 from ._policies import Policy, code_in
 from ._prompt import Chat, Turn, first_turns, observation_turn, reply_turn
+from ._transforms import Compose
 
 
 @dataclass(frozen=True)
@@ -149,15 +150,16 @@ class LiveEpisode:
         self.record = _empty_trajectory(env_name(env), getattr(env, "commit", None), assignment)
         self.done = False
 
-    def start(self) -> None:
-        """Reset the env with the task; the chat then holds the system prompt and the first observation."""
+    def start(self, system_prompt: str | None = None) -> None:
+        """Reset the env with the task; the chat then holds the system prompt (the env's by default) and the first
+        observation."""
         start = time.perf_counter()
         try:
             observation, _ = self.env.reset(seed=self.record.seed, options={"task": self.record.task})
         except InfrastructureError as e:
             self.fail(e)
             return
-        self.record.messages.extend(first_turns(self.env.system_prompt, observation))
+        self.record.messages.extend(first_turns(system_prompt or self.env.system_prompt, observation))
         self._update(reset_s=time.perf_counter() - start)
 
     @property
@@ -165,24 +167,37 @@ class LiveEpisode:
         """The chat so far, with the earlier model calls' tokens: what the policy answers next."""
         return Chat([dict(message) for message in self.record.messages], self.record.turns)
 
+    @property
+    def first_observation(self) -> str | None:
+        """What the env said at reset (None when the infrastructure failed before)."""
+        return self.record.messages[1]["content"] if self.record.messages else None
+
     def act(self, reply: "str | Turn", policy_s: float = 0.0) -> None:
-        """Run the code of `reply` in the env and record the step."""
+        """Run the code of `reply` in the env and record the step (a reply without code runs nothing and is
+        answered with the parse error)."""
         if isinstance(reply, Turn):
             self._check_continues(reply)
             self.record.turns.append(reply)
         text = reply.text if isinstance(reply, Turn) else reply
         code, parse_error = code_in(text)
+        self._step(text, code, parse_error, policy_s)
+
+    def run(self, code: str) -> None:
+        """Run `code` as the next action, as it arrived (a tool call's argument), and record the step."""
+        self._step(code, code, None, 0.0)
+
+    def _step(self, reply: str, code: str, parse_error: str | None, policy_s: float) -> None:
         start = time.perf_counter()
         try:
             observation, reward, terminated, truncated, info = self.env.step(code)
         except InfrastructureError as e:
-            self.record.messages.append(reply_turn(text))
+            self.record.messages.append(reply_turn(reply))
             self.fail(e)
             return
         observation = parse_error or observation
         self.record.policy_s.append(policy_s)
         self.record.env_s.append(time.perf_counter() - start)
-        self.record.messages.extend([reply_turn(text), observation_turn(observation)])
+        self.record.messages.extend([reply_turn(reply), observation_turn(observation)])
         self.record.actions.append(code)
         self.record.observations.append(observation)
         self.record.rewards.append(float(reward))
@@ -228,6 +243,20 @@ def run_episode(env: Any, policy: Policy, assignment: Assignment) -> Trajectory:
         reply = policy(episode.chat)
         episode.act(reply, policy_s=time.perf_counter() - start)
     return episode.trajectory()
+
+
+def component_names(env: Any) -> list[str]:
+    """The names under which the env's reward transforms record their components in `info["rewards"]`."""
+    pending, names = [env.transform], []
+    while pending:
+        transform = pending.pop(0)
+        if transform is None:
+            continue
+        if isinstance(transform, Compose):
+            pending[:0] = transform.transforms
+        elif transform.name not in names:
+            names.append(transform.name)
+    return names
 
 
 def env_name(env: Any) -> str:

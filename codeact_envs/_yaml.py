@@ -23,12 +23,18 @@ _FRONT_MATTER = re.compile(rb"\A\s*---[ \t]*\r?\n(?P<yaml>.*?)\r?\n---[ \t]*(?:\
 
 def read_yaml(path: Path, *, root: Path) -> Any:
     """The YAML document in `path`, a file that must resolve inside `root`."""
+    return parse_yaml(read_metadata_text(path, root=root), str(path))
+
+
+def read_metadata_text(path: Path, *, root: Path) -> str:
+    """The UTF-8 text of a small metadata file (at most `MAX_YAML_BYTES`) that must resolve inside `root`."""
     data = _read_bytes(path, root=root, size=MAX_YAML_BYTES + 1)
     if len(data) > MAX_YAML_BYTES:
         raise ManifestError(
-            f"{path}: more than {MAX_YAML_BYTES} bytes; an env's YAML is metadata, keep it under {MAX_YAML_BYTES} bytes"
+            f"{path}: more than {MAX_YAML_BYTES} bytes; an env's metadata is small, keep it under {MAX_YAML_BYTES} "
+            "bytes"
         )
-    return parse_yaml(_utf8(data, path), str(path))
+    return _utf8(data, path)
 
 
 def read_front_matter(path: Path, *, root: Path) -> dict[str, Any]:

@@ -174,6 +174,21 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_tool_model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model with the Qwen2.5 chat template that TRL ships, which TRL can parse tool calls in."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-tool-model")
+    shutil.copytree(tiny_model, folder, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = pytest.importorskip("trl.chat_template_utils").qwen2_5_chat_template
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def local_ray():
     """One local Ray for the whole session, bound to 127.0.0.1; its workers can import the test modules."""
     ray = pytest.importorskip("ray")

@@ -101,6 +101,8 @@ class Repo:
 class HubServer:
     """A Hub on 127.0.0.1: the socket is bound at construction, requests are served after `start()`.
 
+    Set `writes_refused` to answer repo creations 401, as the Hub does without a valid write token.
+
     Args:
         storage: Folder for the file blobs (created if missing).
     """
@@ -111,6 +113,7 @@ class HubServer:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.unhandled: list[str] = []
         self.requests: list[str] = []
+        self.writes_refused = False
         self.lock = threading.Lock()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._http.daemon_threads = True
@@ -444,6 +447,8 @@ class _Handler(BaseHTTPRequestHandler):
         return repo, repo.commit(params.get("rev") or "main")
 
     def _route_create_repo(self, params: dict[str, str], query: dict[str, list[str]], body: bytes) -> None:
+        if self.hub.writes_refused:
+            raise HubError(401, "Unauthorized", "Invalid credentials in Authorization header")
         self._send_json(*self.hub.create_repo(json.loads(body)))
 
     def _route_validate_yaml(self, params: dict[str, str], query: dict[str, list[str]], body: bytes) -> None:

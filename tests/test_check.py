@@ -157,3 +157,9 @@ def test_a_card_config_without_a_declared_split_fails_check(copy):
         f"{card}: config 'default' has no data files for split(s) 'test' of the manifest; list them under its "
         "data_files, e.g. configs: [{config_name: default, data_files: [{split: test, path: 'data/test-*.parquet'}]}]"
     )
+
+
+def test_requirements_linking_outside_the_folder_are_not_read(copy):
+    (copy / "requirements.txt").symlink_to("/dev/zero")
+    with pytest.raises(ManifestError, match=r"requirements\.txt: links to '/dev/zero', outside"):
+        load_env(copy, trust_remote_code=True)

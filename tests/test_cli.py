@@ -124,7 +124,10 @@ def _one_error_line(arguments: list[str], capsys) -> str:
             ["run", HUMANEVAL, "--trust-remote-code", "--split", "tset", "--policy", "oracle"],
             "humaneval has no split 'tset' (did you mean 'test'?); its splits: test",
         ),
-        (["run", HUMANEVAL, "--trust-remote-code", "--model", "m", "--model-class", "Nope"], "not a smolagents model"),
+        (
+            ["run", HUMANEVAL, "--trust-remote-code", "--model", "m", "--model-class", "OpenAIServerModle"],
+            "--model-class 'OpenAIServerModle' is not a smolagents model class (did you mean 'OpenAIServerModel'?)",
+        ),
         (
             ["run", HUMANEVAL, "--trust-remote-code", "--model", "m", "--model-kwarg", "oops"],
             "--model-kwarg expects KEY=VALUE, got 'oops'",
@@ -318,7 +321,9 @@ def test_push_then_run_by_name_then_list(hub, capsys):
     assert "pushed" in capsys.readouterr().out
     arguments = ["run", "cli-org/humaneval", "--policy", "oracle", "--trust-remote-code", "--limit", "2"]
     assert main([*arguments, "--no-progress"]) == 0
-    assert "mean reward  1.000" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "mean reward  1.000" in captured.out
+    assert captured.err == ""
     assert main(["list"]) == 0
     assert "cli-org/humaneval" in capsys.readouterr().out
 
@@ -335,3 +340,17 @@ def _closed_port_url() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_the_oracle_policy_needs_an_env_with_an_oracle(tmp_path, capsys):
+    folder = _humaneval_copy_with(tmp_path / "no-oracle", "env.py", "def oracle(", "def solution(")
+    arguments = ["run", str(folder), "--policy", "oracle", "--trust-remote-code", "--no-progress"]
+    message = _one_error_line(arguments, capsys)
+    assert message == "HumanEvalEnv defines no oracle(task), so --policy oracle cannot play it; pass --model"
+
+
+def test_push_without_trust_is_refused_before_reaching_the_hub(capsys, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", _closed_port_url())
+    assert _one_error_line(["push", HUMANEVAL, "cli-org/untrusted"], capsys) == (
+        f"{HUMANEVAL!r} runs its Python code (env.py) on this machine; if you trust it, pass --trust-remote-code"
+    )

@@ -333,3 +333,67 @@ def test_pushing_without_a_reachable_hub_fails_before_running_the_check(refusing
         push_to_hub(copy, "org/x", trust_remote_code=True)
     assert not marker.exists()
     assert refusing_hub.connections == 1
+
+
+def test_an_env_from_the_hub_resets_without_a_task_to_its_first_task(pushed):
+    with load_env("org/humaneval", trust_remote_code=True) as env:
+        observation, _ = env.reset()
+        assert env.task["task_id"] == "HumanEval/0"
+        assert observation == env.setup(env.task)
+
+
+def test_check_on_a_hub_repo_passes(pushed):
+    report = check("org/humaneval", trust_remote_code=True, max_tasks=3)
+    assert report.problems == []
+    assert report.tasks_tried == 3
+
+
+def test_push_checks_every_env_the_manifest_declares(hub, copy):
+    manifest = copy / "environment.yaml"
+    text = manifest.read_text()
+    second = text.split("environments:\n", 1)[1].replace("id: humaneval", "id: humaneval-broken")
+    manifest.write_text(text + second.replace("- UnitTests: {}", "- StepPenalty: {penalty: -1.0}"))
+    with pytest.raises(ValueError) as caught:
+        push_to_hub(copy, "org/two-envs", trust_remote_code=True)
+    assert str(caught.value).startswith(f"{copy} fails check, so it was not pushed: env 'humaneval-broken': ")
+    assert "scores as well as the oracle" in str(caught.value)
+    manifest.write_text(text + second)
+    commit = push_to_hub(copy, "org/two-envs", trust_remote_code=True)
+    with load_env("org/two-envs", env_id="humaneval-broken", trust_remote_code=True) as env:
+        assert env.commit == commit
+
+
+def test_a_push_the_hub_refuses_names_the_fix(hub, copy):
+    hub.writes_refused = True
+    try:
+        with pytest.raises(PermissionError) as caught:
+            push_to_hub(copy, "org/refused", trust_remote_code=True)
+    finally:
+        hub.writes_refused = False
+    assert str(caught.value) == (
+        f"the Hub at {hub.url} refused to push to 'org/refused' (HTTP 401); log in with `hf auth login`, or pass a "
+        "token with write access (token= or --token)"
+    )
+
+
+def test_push_to_a_malformed_repo_id_fails_before_the_check(copy):
+    with pytest.raises(ValueError, match=r"^'org/a/b' is not a Hub repo id \('org/name': "):
+        push_to_hub(copy, "org/a/b", trust_remote_code=True)
+
+
+def test_a_link_the_folders_code_makes_while_checked_is_refused(hub, copy, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    link = copy / "made_while_checked.txt"
+    env_py = copy / "env.py"
+    env_py.write_text(
+        env_py.read_text().replace(
+            "    def setup(self, task: dict[str, Any]) -> str:\n",
+            "    def setup(self, task: dict[str, Any]) -> str:\n"
+            f"        import pathlib\n        link = pathlib.Path({str(link)!r})\n"
+            f"        link.exists() or link.symlink_to({str(token)!r})\n",
+        )
+    )
+    with pytest.raises(ValueError, match=r"made_while_checked\.txt: links to .*outside the env folder"):
+        push_to_hub(copy, "org/late-link", trust_remote_code=True)
+    assert ("dataset", "org/late-link") not in hub.repos

@@ -310,7 +310,7 @@ def test_any_alias_is_refused(env_folder):
 
 def test_an_oversized_manifest_is_refused_by_its_size(env_folder):
     message = _error_for(env_folder, VALID + "description_of_everything: " + "x" * 3_000_000 + "\n")
-    assert "environment.yaml: more than 262144 bytes; an env's YAML is metadata" in message
+    assert "environment.yaml: more than 262144 bytes; an env's metadata is small" in message
 
 
 def test_deep_nesting_is_refused(env_folder):
@@ -353,3 +353,15 @@ def test_the_manifest_is_read_before_the_trust_decision(env_folder):
     (env_folder / "environment.yaml").write_text(_alias_bomb())
     with pytest.raises(ManifestError, match="alias"):
         load_env(env_folder)
+
+
+def test_two_declarations_with_one_id_are_refused(env_folder):
+    second = VALID.split("environments:\n", 1)[1]
+    message = _error_for(env_folder, VALID + second)
+    assert "environments: the id 'humaneval' is declared 2 times; give each its own id" in message
+
+
+def test_a_manifest_with_a_near_name_is_suggested(env_folder):
+    (env_folder / "environment.yaml").rename(env_folder / "environment.yml")
+    with pytest.raises(ManifestError, match=r"at its root \(did you mean 'environment\.yml'\?\)$"):
+        load_env(env_folder, trust_remote_code=True)

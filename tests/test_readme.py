@@ -8,6 +8,7 @@ from codeact_envs._cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+HUB_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 EXAMPLE_ENV = "shop"
 _EXAMPLE_FILE = re.compile(
     rf"^`{EXAMPLE_ENV}/(?P<path>[^`]+)`.*?\n\n```(?P<language>\w+)\n(?P<body>.*?)```", re.DOTALL | re.MULTILINE
@@ -84,8 +85,13 @@ def test_the_readme_example_env_pushes_and_loads_by_name(example_env, hub, capsy
 
 def _fixtures_for(block: str) -> list[str]:
     """The test Hub for examples that publish, a loopback Ray for examples that scale out, the example env folder
-    for examples that use it."""
-    needs = {"push_to_hub": "hub", 'backend="ray"': "local_ray", f'"{EXAMPLE_ENV}': "example_env"}
+    for examples that use it, the tiny model in place of the Hub model the README names."""
+    needs = {
+        "push_to_hub": "hub",
+        'backend="ray"': "local_ray",
+        f'"{EXAMPLE_ENV}': "example_env",
+        HUB_MODEL: "tiny_tool_model",
+    }
     return [fixture for text, fixture in needs.items() if text in block]
 
 
@@ -93,5 +99,7 @@ def _fixtures_for(block: str) -> list[str]:
 def test_readme_python_examples_run(block, monkeypatch, request):
     monkeypatch.chdir(ROOT)
     for fixture in _fixtures_for(block):
-        request.getfixturevalue(fixture)
+        value = request.getfixturevalue(fixture)
+        if fixture == "tiny_tool_model":
+            block = block.replace(HUB_MODEL, str(value))
     exec(compile(block, "README.md", "exec"), {"__name__": "readme"})

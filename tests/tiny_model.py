@@ -56,3 +56,51 @@ def build_tiny_model(folder: Path) -> Path:
     model.save_pretrained(folder)
     wrapped.save_pretrained(folder)
     return folder
+
+
+class ScriptedReplies:
+    """Makes a real model generate chosen replies, for tests that need valid code from a random model.
+
+    At each generation step every token but the reply's next one is masked out, so the sampled ids are the reply's
+    while the logits (hence the log-probs a policy records) stay the model's own. `reply(context, occurrence)` gets
+    the decoded context of one batch row and how many times that exact context was seen before, and returns the text.
+    """
+
+    def __init__(self, model, tokenizer, reply):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.reply = reply
+        self.seen: dict[tuple[int, ...], int] = {}
+        self._generate = model.generate
+        model.generate = self.generate
+
+    def generate(self, input_ids=None, attention_mask=None, **kwargs):
+        from transformers import LogitsProcessorList
+
+        scripts = [self._script(ids[mask.bool()].tolist()) for ids, mask in zip(input_ids, attention_mask, strict=True)]
+        force = _ForceTokens(scripts, input_ids.shape[1], self.tokenizer.eos_token_id)
+        return self._generate(
+            input_ids=input_ids, attention_mask=attention_mask, logits_processor=LogitsProcessorList([force]), **kwargs
+        )
+
+    def _script(self, context: list[int]) -> list[int]:
+        occurrence = self.seen.get(tuple(context), 0)
+        self.seen[tuple(context)] = occurrence + 1
+        text = self.reply(self.tokenizer.decode(context), occurrence)
+        return [*self.tokenizer.encode(text, add_special_tokens=False), self.tokenizer.eos_token_id]
+
+
+class _ForceTokens:
+    def __init__(self, scripts: list[list[int]], prompt_length: int, eos_token_id: int):
+        self.scripts = scripts
+        self.prompt_length = prompt_length
+        self.eos_token_id = eos_token_id
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        position = input_ids.shape[1] - self.prompt_length
+        forced = torch.full_like(scores, float("-inf"))
+        for row, script in enumerate(self.scripts):
+            forced[row, script[position] if position < len(script) else self.eos_token_id] = 0.0
+        return forced
