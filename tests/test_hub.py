@@ -352,10 +352,11 @@ def test_push_checks_every_env_the_manifest_declares(hub, copy):
     manifest = copy / "environment.yaml"
     text = manifest.read_text()
     second = text.split("environments:\n", 1)[1].replace("id: humaneval", "id: humaneval-broken")
-    manifest.write_text(text + second.replace("- UnitTests: {}", "- StepPenalty: {penalty: -1.0}"))
+    manifest.write_text(text + second.replace("- UnitTests: {setup_column: prompt}", "- StepPenalty: {penalty: -1.0}"))
     with pytest.raises(ValueError) as caught:
         push_to_hub(copy, "org/two-envs", trust_remote_code=True)
-    assert str(caught.value).startswith(f"{copy} fails check, so it was not pushed: env 'humaneval-broken': ")
+    assert str(caught.value).startswith(f"{copy} fails check")
+    assert "env 'humaneval-broken': " in str(caught.value)
     assert "scores as well as the oracle" in str(caught.value)
     manifest.write_text(text + second)
     commit = push_to_hub(copy, "org/two-envs", trust_remote_code=True)
