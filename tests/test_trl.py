@@ -259,3 +259,15 @@ def test_the_dataset_holds_the_shared_system_prompt_and_the_task_rows(adder):
     assert "`python` tool" in row["prompt"][0]["content"]
     assert row["task"] == TASKS[1]
     assert row["row"] == 1
+
+
+def test_a_spec_from_a_hub_repo_pins_its_envs_to_the_resolved_commit(adder, hub):
+    from codeact_envs import push_to_hub
+
+    commit = push_to_hub(adder, "trl-org/adder", trust_remote_code=True)
+    spec = CodeActSpec("trl-org/adder", revision="main", split="train", trust_remote_code=True)
+    assert spec.env_fn.keywords["revision"] == commit
+    environment = spec.environment_factory()
+    assert environment.reset(**spec.train_dataset[2]) == "What is 5 + 6?"
+    assert environment.python("final_answer(add(5, 6))") == "[no output]"
+    assert environment._trajectory().commit == commit
