@@ -271,3 +271,25 @@ def test_a_spec_from_a_hub_repo_pins_its_envs_to_the_resolved_commit(adder, hub)
     assert environment.reset(**spec.train_dataset[2]) == "What is 5 + 6?"
     assert environment.python("final_answer(add(5, 6))") == "[no output]"
     assert environment._trajectory().commit == commit
+
+
+def test_the_rollout_func_turns_an_env_that_cannot_start_into_none_rewards(adder, tiny_model):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    def no_sandbox():
+        raise SandboxError("bubblewrap cannot start here")
+
+    spec = CodeActSpec(adder, actions="text", trust_remote_code=True)
+    spec.env_fn = no_sandbox
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    trainer = SimpleNamespace(
+        processing_class=tokenizer, max_completion_length=64, state=SimpleNamespace(global_step=3)
+    )
+    outputs = spec.rollout_func([spec.train_dataset[0]["prompt"]] * 2, trainer)
+    assert outputs["completion_ids"] == [[tokenizer.eos_token_id]] * 2
+    assert outputs["env_mask"] == [[0]] * 2
+    assert [t.infrastructure_error for t in outputs["trajectory"]] == ["SandboxError: bubblewrap cannot start here"] * 2
+    assert [t.policy_version for t in outputs["trajectory"]] == [3, 3]
+    assert [f(completions=[None] * 2, trajectory=outputs["trajectory"]) for f in spec.reward_funcs] == [[None] * 2] * 3
