@@ -144,9 +144,14 @@ def test_the_transform_leaves_no_sandbox_after_close_or_garbage_collection(chat_
     env.reset()
     second = sandboxes_since(before)
     assert second
+    env.close()
+    assert still_running(second) == set()
+    env.reset()
+    third = sandboxes_since(before)
+    assert third
     del env, transform
     gc.collect()
-    assert still_running(second) == set()
+    assert still_running(third) == set()
 
 
 def test_the_primer_needs_whole_groups():
@@ -168,3 +173,19 @@ def test_gym_wrapper_accepts_every_shipped_env(name):
     start["action"] = codeact_env.oracle(dict(task))
     assert env.step(start)["next", "reward"].item() >= 0.99
     env.close()
+
+
+def test_an_env_that_cannot_be_built_is_flagged_from_the_reset_on(chat_model):
+    from codeact_envs import SandboxError
+
+    def no_sandbox():
+        raise SandboxError("bubblewrap cannot start here")
+
+    model, tokenizer = chat_model
+    env, transform = _chat_env(tokenizer, no_sandbox, TASKS[:1], num_envs=1, group_size=1)
+    start = env.reset()
+    assert start["infrastructure_failure"].squeeze(-1).tolist() == [True]
+    rollout = env.rollout(2, _policy(model, tokenizer, generate=True), tensordict=start, auto_reset=False)
+    assert rollout["next", "done"][:, 0].squeeze(-1).tolist() == [True]
+    assert rollout["next", "reward"][:, 0].squeeze(-1).tolist() == [0.0]
+    assert transform.trajectories()[0].infrastructure_error == "SandboxError: bubblewrap cannot start here"
