@@ -181,7 +181,7 @@ class LiveEpisode:
         """What the env said at reset (None when the infrastructure failed before)."""
         return self.record.messages[1]["content"] if self.record.messages else None
 
-    def act(self, reply: "str | Turn", policy_s: float = 0.0) -> None:
+    def act(self, reply: str | Turn, policy_s: float = 0.0) -> None:
         """Run the code of `reply` in the env and record the step (a reply without code runs nothing and is
         answered with the parse error)."""
         if isinstance(reply, Turn):
