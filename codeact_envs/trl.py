@@ -174,8 +174,13 @@ class CodeActToolEnv:
         self._episode: LiveEpisode | None = None
         self._reported: set[str] = set()
 
-    def reset(self, task: dict[str, Any], row: int = 0, **columns: Any) -> str:
+    def reset(self, task: dict[str, Any] | None = None, row: int = 0, **columns: Any) -> str:
         """Start the episode of a task row; TRL appends the returned first observation to the prompt."""
+        if task is None:
+            raise ValueError(
+                "expected a dataset row with a `task` column (CodeActSpec.train_dataset), got the columns "
+                f"{sorted(columns)}; pass the spec's train_dataset to the trainer"
+            )
         if self._failure() is not None:
             self._close_env()
         self._reported = set()

@@ -293,3 +293,9 @@ def test_the_rollout_func_turns_an_env_that_cannot_start_into_none_rewards(adder
     assert [t.infrastructure_error for t in outputs["trajectory"]] == ["SandboxError: bubblewrap cannot start here"] * 2
     assert [t.policy_version for t in outputs["trajectory"]] == [3, 3]
     assert [f(completions=[None] * 2, trajectory=outputs["trajectory"]) for f in spec.reward_funcs] == [[None] * 2] * 3
+
+
+def test_the_adapter_names_the_dataset_it_needs(adder):
+    environment = CodeActSpec(adder, trust_remote_code=True).environment_factory()
+    with pytest.raises(ValueError, match=r"CodeActSpec\.train_dataset"):
+        environment.reset(prompt=[{"role": "user", "content": "hi"}])
