@@ -14,7 +14,7 @@ import numpy as np
 from ._env import CodeActEnv
 from ._errors import InfrastructureError
 from ._policies import Policy
-from ._rollout import Assignment, Trajectory, env_name, episode_seed, infrastructure_failure, run_episode
+from ._rollout import Assignment, LiveEpisode, Trajectory, env_name, episode_seed, factory_name, run_episode
 
 _RESULT_QUEUE_BATCHES = 2
 _ACTOR_RETRIES = 2
@@ -188,7 +188,7 @@ class Collector:
             try:
                 slot.open(lambda: pool.env(index))
             except (InfrastructureError, *pool.lost) as e:
-                return infrastructure_failure(e, slot.name or _name_of(self.env_fn), assignment)
+                return LiveEpisode.unbuilt(e, slot.name or factory_name(self.env_fn), assignment).trajectory()
             try:
                 trajectory = run_episode(slot, self.policy, assignment)
             except pool.lost as e:
@@ -198,7 +198,7 @@ class Collector:
             if trajectory.infrastructure_error is not None:
                 slot.close()
             return trajectory
-        return infrastructure_failure(lost, slot.name or _name_of(self.env_fn), assignment)
+        return LiveEpisode.unbuilt(lost, slot.name or factory_name(self.env_fn), assignment).trajectory()
 
     def _put(self, item: Any) -> None:
         while not self._stop.is_set():
@@ -358,10 +358,6 @@ def _collector_error(failure: _Failure) -> RuntimeError:
 def _split_of(tasks: Iterable) -> str | None:
     split = getattr(tasks, "split", None)
     return None if split is None else str(split)
-
-
-def _name_of(env_fn: Callable) -> str:
-    return getattr(env_fn, "__qualname__", type(env_fn).__name__)
 
 
 def _episode_count(tasks: Any, group_size: int) -> int | None:

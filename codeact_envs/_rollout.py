@@ -1,6 +1,7 @@
 """One episode: a policy writes code, an env runs it, until the env (or the infrastructure) ends it; `Trajectory`."""
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,6 +151,14 @@ class LiveEpisode:
         self.record = _empty_trajectory(env_name(env), getattr(env, "commit", None), assignment)
         self.done = False
 
+    @classmethod
+    def unbuilt(cls, error: BaseException, env: str, assignment: Assignment) -> "LiveEpisode":
+        """The episode of an env that could not be built (named `env`): over, as an infrastructure failure."""
+        episode = cls(None, assignment)
+        episode.record = dataclasses.replace(episode.record, env=env)
+        episode.fail(error)
+        return episode
+
     def start(self, system_prompt: str | None = None) -> None:
         """Reset the env with the task; the chat then holds the system prompt (the env's by default) and the first
         observation."""
@@ -172,7 +181,7 @@ class LiveEpisode:
         """What the env said at reset (None when the infrastructure failed before)."""
         return self.record.messages[1]["content"] if self.record.messages else None
 
-    def act(self, reply: "str | Turn", policy_s: float = 0.0) -> None:
+    def act(self, reply: str | Turn, policy_s: float = 0.0) -> None:
         """Run the code of `reply` in the env and record the step (a reply without code runs nothing and is
         answered with the parse error)."""
         if isinstance(reply, Turn):
@@ -259,14 +268,17 @@ def component_names(env: Any) -> list[str]:
     return names
 
 
+def factory_name(env_fn: Any) -> str:
+    """What an env factory builds, for the record of an env it could not build: the source a `load_env` partial
+    loads, else the factory's name."""
+    if isinstance(env_fn, functools.partial) and env_fn.args:
+        return str(env_fn.args[0])
+    return getattr(env_fn, "__qualname__", type(env_fn).__name__)
+
+
 def env_name(env: Any) -> str:
     """Where the env came from: its repo id or folder, else its class name."""
     return getattr(env, "repo_id", None) or type(env).__name__
-
-
-def infrastructure_failure(error: BaseException, env: str, assignment: Assignment) -> Trajectory:
-    """The trajectory of an episode that never ran: its env could not be built, or its Ray actor was lost."""
-    return dataclasses.replace(_empty_trajectory(env, None, assignment), infrastructure_error=_describe(error))
 
 
 def _empty_trajectory(env: str, commit: str | None, assignment: Assignment) -> Trajectory:

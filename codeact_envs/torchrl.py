@@ -37,7 +37,8 @@ from torchrl.envs.llm.transforms import DataLoadingPrimer
 from torchrl.envs.llm.transforms.tools import ToolTransformBase
 
 from ._env import CodeActEnv
-from ._rollout import Assignment, LiveEpisode, Trajectory, component_names, episode_seed
+from ._errors import InfrastructureError
+from ._rollout import Assignment, LiveEpisode, Trajectory, component_names, episode_seed, factory_name
 
 TASK_KEY = "codeact_task"
 INFRASTRUCTURE_KEY = "infrastructure_failure"
@@ -122,7 +123,7 @@ class CodeActTransform(ToolTransformBase):
         super().__init__()
         self.env_fn = env_fn
         self.seed = seed
-        self.envs: list[CodeActEnv] = []
+        self.envs: dict[int, CodeActEnv] = {}
         self.episodes: list[LiveEpisode] = []
         self._played = 0
         self._rewards: list[float] = []
@@ -133,7 +134,7 @@ class CodeActTransform(ToolTransformBase):
         return [episode.trajectory() for episode in self.episodes]
 
     def close(self) -> None:
-        """Close every env and its sandbox."""
+        """Close every env and its sandbox (`env.close()` of the ChatEnv calls it)."""
         _close_all(self.envs)
         self.envs.clear()
 
@@ -148,13 +149,28 @@ class CodeActTransform(ToolTransformBase):
         return self._write_ends(tensordict_reset, ended=[False] * len(self.episodes))
 
     def _start(self, index: int, row: dict[str, Any]) -> LiveEpisode:
-        while len(self.envs) <= index:
-            self.envs.append(self.env_fn())
-        seed = episode_seed(self.seed, row["row"], self._played)
+        """Start item `index`'s episode on its env, built when missing or when its last episode's infrastructure
+        failed (an env that cannot be built gives an episode over before it started)."""
+        if index < len(self.episodes) and self.episodes[index].trajectory().infrastructure_error is not None:
+            self._drop_env(index)
+        assignment = Assignment(row["task"], row["row"], episode_seed(self.seed, row["row"], self._played))
         self._played += 1
-        episode = LiveEpisode(self.envs[index], Assignment(row["task"], row["row"], seed))
+        try:
+            env = self._env(index)
+        except InfrastructureError as e:
+            return LiveEpisode.unbuilt(e, factory_name(self.env_fn), assignment)
+        episode = LiveEpisode(env, assignment)
         episode.start()
         return episode
+
+    def _env(self, index: int) -> CodeActEnv:
+        if index not in self.envs:
+            self.envs[index] = self.env_fn()
+        return self.envs[index]
+
+    def _drop_env(self, index: int) -> None:
+        if index in self.envs:
+            self.envs.pop(index).close()
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         self._rewards = [0.0] * len(self.episodes)
@@ -213,6 +229,6 @@ def _as_list(value: Any) -> list[Any]:
     return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
-def _close_all(envs: list[CodeActEnv]) -> None:
-    for env in envs:
+def _close_all(envs: dict[int, CodeActEnv]) -> None:
+    for env in envs.values():
         env.close()

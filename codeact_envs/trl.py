@@ -36,7 +36,7 @@ from ._errors import InfrastructureError
 from ._loading import default_split, load_env, load_tasks
 from ._policies import sample
 from ._prompt import Turn, context_ids, first_turns, prompt_ids, system_prompt
-from ._rollout import Assignment, LiveEpisode, Trajectory, component_names, episode_seed, infrastructure_failure
+from ._rollout import Assignment, LiveEpisode, Trajectory, component_names, episode_seed, factory_name
 
 if importlib.util.find_spec("trl") is None:
     raise ImportError("codeact_envs.trl needs TRL: pip install 'codeact-envs[trl]'")
@@ -112,10 +112,15 @@ class CodeActSpec:
     def train_dataset(self) -> Any:
         """One row per task: `prompt` (the system prompt and an empty user turn that the env's first observation
         fills at reset), `task` (the task row) and `row` (its index in the split)."""
-        from datasets import Dataset
+        from datasets import Dataset, Features, List, Value
 
+        message = {"role": Value("string"), "content": Value("string")}
+        if self.actions == "text":
+            message[TASK_ROW] = Value("int64")
+        features = Features({"prompt": List(message), "task": self.tasks.features, "row": Value("int64")})
         rows = list(range(len(self.tasks)))
-        return Dataset.from_dict({"prompt": [self._prompt(row) for row in rows], "task": list(self.tasks), "row": rows})
+        columns = {"prompt": [self._prompt(row) for row in rows], "task": list(self.tasks), "row": rows}
+        return Dataset.from_dict(columns, features=features)
 
     def _prompt(self, row: int) -> list[dict[str, Any]]:
         system, user = first_turns(self.system_prompt, "")
@@ -167,23 +172,20 @@ class CodeActToolEnv:
         self._env: CodeActEnv | None = None
         self._finalizer: weakref.finalize | None = None
         self._episode: LiveEpisode | None = None
-        self._unbuilt: Trajectory | None = None
         self._reported: set[str] = set()
 
-    def reset(self, task: dict[str, Any], row: int = 0, **columns: Any) -> str:
+    def reset(self, task: dict[str, Any] | None = None, row: int = 0, **columns: Any) -> str:
         """Start the episode of a task row; TRL appends the returned first observation to the prompt."""
+        if task is None:
+            raise ValueError(
+                "expected a dataset row with a `task` column (CodeActSpec.train_dataset), got the columns "
+                f"{sorted(columns)}; pass the spec's train_dataset to the trainer"
+            )
         if self._failure() is not None:
             self._close_env()
         self._reported = set()
-        self._episode = self._unbuilt = None
         assignment = Assignment(dict(task), row, episode_seed(self._seed, row, next(self._episodes)))
-        try:
-            env = self._open()
-        except InfrastructureError as e:
-            self._unbuilt = infrastructure_failure(e, "unbuilt env", assignment)
-            return f"[the environment failed to start: {self._unbuilt.infrastructure_error}]"
-        self._episode = LiveEpisode(env, assignment)
-        self._episode.start(self._system_prompt)
+        self._episode = _started(self._open, factory_name(self._env_fn), assignment, self._system_prompt)
         if self._episode.done:
             return f"[the environment failed to start: {self._episode.record.infrastructure_error}]"
         return self._episode.first_observation
@@ -198,9 +200,9 @@ class CodeActToolEnv:
         Returns:
             What the code printed, the value of its last expression, or the traceback.
         """
-        if self._episode is None and self._unbuilt is None:
+        if self._episode is None:
             raise RuntimeError("python() before reset(): TRL resets every environment before its rollout")
-        if self._episode is not None and not self._episode.done:
+        if not self._episode.done:
             self._episode.run(code)
             self._raise_failure()
             return self._episode.record.observations[-1]
@@ -224,7 +226,7 @@ class CodeActToolEnv:
         return component_total(trajectory, name)
 
     def _trajectory(self) -> Trajectory | None:
-        return self._unbuilt if self._episode is None else self._episode.trajectory()
+        return None if self._episode is None else self._episode.trajectory()
 
     def _failure(self) -> str | None:
         trajectory = self._trajectory()
@@ -302,34 +304,43 @@ class TextRollout:
 
     def __init__(self, spec: CodeActSpec):
         self.spec = spec
-        self.envs: list[CodeActEnv] = []
+        self.envs: dict[int, CodeActEnv] = {}
         self._episodes = itertools.count()
         weakref.finalize(self, _close_all, self.envs)
 
     def __call__(self, prompts: list[list[dict[str, Any]]], trainer: Any) -> dict[str, list]:
         tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
-        envs = self._envs(len(prompts))
-        episodes = [self._episode(env, prompt, trainer) for env, prompt in zip(envs, prompts, strict=True)]
-        with ThreadPoolExecutor(max_workers=len(episodes)) as pool:
-            list(pool.map(lambda episode: episode.start(self.spec.system_prompt), episodes))
+        assignments = [self._assignment(prompt, trainer) for prompt in prompts]
+        with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
+            episodes = list(pool.map(self._start, range(len(prompts)), assignments))
             while turns := self._next_turns(episodes, tokenizer, trainer.max_completion_length):
                 playing, contexts = zip(*turns, strict=True)
                 replies = self._generate(trainer, tokenizer, playing, contexts)
                 list(pool.map(lambda episode, reply: episode.act(reply), playing, replies))
-        return self._outputs([episode.trajectory() for episode in episodes], tokenizer)
+        trajectories = [episode.trajectory() for episode in episodes]
+        self._drop_failed_envs(trajectories)
+        return self._outputs(trajectories, tokenizer)
 
-    def _episode(self, env: CodeActEnv, prompt: list[dict[str, Any]], trainer: Any) -> LiveEpisode:
+    def _assignment(self, prompt: list[dict[str, Any]], trainer: Any) -> Assignment:
         row = _row_of(prompt)
         seed = episode_seed(self.spec.seed, row, next(self._episodes))
         version = trainer.state.global_step
-        return LiveEpisode(
-            env, Assignment(dict(self.spec.tasks[row]), row, seed, split=self.spec.split, policy_version=version)
-        )
+        return Assignment(dict(self.spec.tasks[row]), row, seed, split=self.spec.split, policy_version=version)
 
-    def _envs(self, count: int) -> list[CodeActEnv]:
-        while len(self.envs) < count:
-            self.envs.append(self.spec.env_fn())
-        return self.envs[:count]
+    def _start(self, index: int, assignment: Assignment) -> LiveEpisode:
+        """Start episode `index` on env `index` (built when missing)."""
+        return _started(lambda: self._env(index), factory_name(self.spec.env_fn), assignment, self.spec.system_prompt)
+
+    def _env(self, index: int) -> CodeActEnv:
+        if index not in self.envs:
+            self.envs[index] = self.spec.env_fn()
+        return self.envs[index]
+
+    def _drop_failed_envs(self, trajectories: list[Trajectory]) -> None:
+        """Close the envs whose episode the infrastructure ended; the next call builds new ones."""
+        for index, trajectory in enumerate(trajectories):
+            if trajectory.infrastructure_error is not None and index in self.envs:
+                self.envs.pop(index).close()
 
     def _next_turns(
         self, episodes: list[LiveEpisode], tokenizer: Any, budget: int
@@ -413,6 +424,18 @@ def _row_of(prompt: list[dict[str, Any]]) -> int:
     return int(rows[0])
 
 
-def _close_all(envs: list[CodeActEnv]) -> None:
-    for env in envs:
+def _started(open_env: Callable[[], CodeActEnv], name: str, assignment: Assignment, system_prompt: str) -> LiveEpisode:
+    """The episode of `assignment`, started on the env `open_env` gives (an infrastructure failure when it cannot
+    build the env called `name`)."""
+    try:
+        env = open_env()
+    except InfrastructureError as e:
+        return LiveEpisode.unbuilt(e, name, assignment)
+    episode = LiveEpisode(env, assignment)
+    episode.start(system_prompt)
+    return episode
+
+
+def _close_all(envs: dict[int, CodeActEnv]) -> None:
+    for env in envs.values():
         env.close()

@@ -1,4 +1,5 @@
 import gc
+from pathlib import Path
 
 import pytest
 from conftest import descendants, still_running
@@ -6,6 +7,7 @@ from test_collector import TASKS, make_numbers_env
 from test_failures import make_flaky_env
 from test_stopping import sandboxes_since
 
+ROOT = Path(__file__).resolve().parents[1]
 integration = pytest.importorskip("codeact_envs.torchrl", reason="needs the [torchrl] extra")
 torch = pytest.importorskip("torch")
 CodeActTransform, RewardComponents, task_primer = (
@@ -142,11 +144,48 @@ def test_the_transform_leaves_no_sandbox_after_close_or_garbage_collection(chat_
     env.reset()
     second = sandboxes_since(before)
     assert second
+    env.close()
+    assert still_running(second) == set()
+    env.reset()
+    third = sandboxes_since(before)
+    assert third
     del env, transform
     gc.collect()
-    assert still_running(second) == set()
+    assert still_running(third) == set()
 
 
 def test_the_primer_needs_whole_groups():
     with pytest.raises(ValueError, match="multiple of group_size=2"):
         task_primer(TASKS, num_envs=3, group_size=2)
+
+
+@pytest.mark.parametrize("name", ["humaneval", "toolchain", "battleship"])
+def test_gym_wrapper_accepts_every_shipped_env(name):
+    from torchrl.envs import GymWrapper
+
+    from codeact_envs import load_env, load_tasks
+
+    codeact_env = load_env(ROOT / "envs" / name, trust_remote_code=True)
+    task = next(iter(load_tasks(codeact_env, split="test")))
+    env = GymWrapper(codeact_env).set_info_dict_reader(RewardComponents(codeact_env))
+    start = env.reset(options={"task": task})
+    assert start["observation"] == codeact_env.setup(dict(task))
+    start["action"] = codeact_env.oracle(dict(task))
+    assert env.step(start)["next", "reward"].item() >= 0.99
+    env.close()
+
+
+def test_an_env_that_cannot_be_built_is_flagged_from_the_reset_on(chat_model):
+    from codeact_envs import SandboxError
+
+    def no_sandbox():
+        raise SandboxError("bubblewrap cannot start here")
+
+    model, tokenizer = chat_model
+    env, transform = _chat_env(tokenizer, no_sandbox, TASKS[:1], num_envs=1, group_size=1)
+    start = env.reset()
+    assert start["infrastructure_failure"].squeeze(-1).tolist() == [True]
+    rollout = env.rollout(2, _policy(model, tokenizer, generate=True), tensordict=start, auto_reset=False)
+    assert rollout["next", "done"][:, 0].squeeze(-1).tolist() == [True]
+    assert rollout["next", "reward"][:, 0].squeeze(-1).tolist() == [0.0]
+    assert transform.trajectories()[0].infrastructure_error == "SandboxError: bubblewrap cannot start here"

@@ -259,3 +259,43 @@ def test_the_dataset_holds_the_shared_system_prompt_and_the_task_rows(adder):
     assert "`python` tool" in row["prompt"][0]["content"]
     assert row["task"] == TASKS[1]
     assert row["row"] == 1
+
+
+def test_a_spec_from_a_hub_repo_pins_its_envs_to_the_resolved_commit(adder, hub):
+    from codeact_envs import push_to_hub
+
+    commit = push_to_hub(adder, "trl-org/adder", trust_remote_code=True)
+    spec = CodeActSpec("trl-org/adder", revision="main", split="train", trust_remote_code=True)
+    assert spec.env_fn.keywords["revision"] == commit
+    environment = spec.environment_factory()
+    assert environment.reset(**spec.train_dataset[2]) == "What is 5 + 6?"
+    assert environment.python("final_answer(add(5, 6))") == "[no output]"
+    assert environment._trajectory().commit == commit
+
+
+def test_the_rollout_func_turns_an_env_that_cannot_start_into_none_rewards(adder, tiny_model):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    def no_sandbox():
+        raise SandboxError("bubblewrap cannot start here")
+
+    spec = CodeActSpec(adder, actions="text", trust_remote_code=True)
+    spec.env_fn = no_sandbox
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    trainer = SimpleNamespace(
+        processing_class=tokenizer, max_completion_length=64, state=SimpleNamespace(global_step=3)
+    )
+    outputs = spec.rollout_func([spec.train_dataset[0]["prompt"]] * 2, trainer)
+    assert outputs["completion_ids"] == [[tokenizer.eos_token_id]] * 2
+    assert outputs["env_mask"] == [[0]] * 2
+    assert [t.infrastructure_error for t in outputs["trajectory"]] == ["SandboxError: bubblewrap cannot start here"] * 2
+    assert [t.policy_version for t in outputs["trajectory"]] == [3, 3]
+    assert [f(completions=[None] * 2, trajectory=outputs["trajectory"]) for f in spec.reward_funcs] == [[None] * 2] * 3
+
+
+def test_the_adapter_names_the_dataset_it_needs(adder):
+    environment = CodeActSpec(adder, trust_remote_code=True).environment_factory()
+    with pytest.raises(ValueError, match=r"CodeActSpec\.train_dataset"):
+        environment.reset(prompt=[{"role": "user", "content": "hi"}])
