@@ -5,9 +5,9 @@ import time
 
 import pytest
 from conftest import still_running
-from test_collector import TASKS, make_numbers_env, solver
+from test_collector import TASKS, NumbersEnv, make_numbers_env, solver
 
-from codeact_envs import Collector
+from codeact_envs import Collector, tool
 
 ray = pytest.importorskip("ray")
 
@@ -102,3 +102,26 @@ def test_an_infrastructure_failure_inside_an_actor_is_delivered_as_such(local_ra
 
     trajectories = _collect(env_fn=make_flaky_env, policy=policy, backend="ray", num_workers=1, tasks=TASKS[:2])
     assert [t.infrastructure_error for t in trajectories] == ["InfrastructureError: the database is down"] * 2
+
+
+def test_an_episode_whose_actor_dies_on_every_try_is_an_infrastructure_failure(local_ray):
+    def crash(messages):
+        return "```python\ncrash_host()\n```"
+
+    trajectories = _collect(env_fn=make_crashing_env, policy=crash, backend="ray", num_workers=1, tasks=TASKS[:1])
+    assert len(trajectories) == 1
+    assert "actor" in trajectories[0].infrastructure_error.lower()
+    assert trajectories[0].actions == []
+
+
+class CrashingEnv(NumbersEnv):
+    """Its tool takes the whole host process (here: the Ray actor) down."""
+
+    @tool
+    def crash_host(self) -> None:
+        """Exit the host process."""
+        os._exit(1)
+
+
+def make_crashing_env() -> CrashingEnv:
+    return CrashingEnv(max_steps=4, timeout_s=5.0)
