@@ -52,7 +52,7 @@ _RECEIVE_BYTES = 1 << 16
 _REAP_INTERVAL_S = 1.0
 _REWIND_BYTES = 1 << 20
 _DEATH_TIMEOUT_S = 5.0
-_DEATH_POLL_S = 0.0002
+_DEATH_POLL_S = 0.002
 _FORKER_TIMEOUT_S = 5.0
 _MAX_TYPE_NAME_CHARS = protocol.MAX_NAME_CHARS
 _SYSV_IPC = {"shm": "shmctl", "msg": "msgctl", "sem": "semctl"}
@@ -901,7 +901,6 @@ def _forker(sock: socket.socket, settings: dict) -> None:
     try:
         _close_inherited_descriptors(keep=sock.fileno())
         signal.signal(signal.SIGCHLD, lambda *_: _reap_zombies())
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         roles = list(_ROLES)
         while True:
             role, ancillary, _, _ = sock.recvmsg(1, _FDS_SPACE)
@@ -922,7 +921,6 @@ def _spare(sock: socket.socket, role: str, settings: dict) -> None:
     """Body of a spare process: prepare its role, wait for a socket and a job, then do it; never returns."""
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         _close_inherited_descriptors(keep=sock.fileno())
         role = _ROLES[role](settings["work_dir"])
         link = _HostLink(sock)
@@ -943,10 +941,11 @@ def _close_inherited_descriptors(keep: int) -> None:
 
 
 def _kill_namespace_but(spares: set[int]) -> None:
-    """Kill every process of the PID namespace but this one (PID 1) and the `spares`, and reap them.
+    """Kill every process of the PID namespace but this one (PID 1) and the `spares`, and wait until they ended.
 
     `kill(-1, SIGSTOP)` stops all of them at once (a process with a stop pending cannot fork), the spares
-    are continued, and the others, now a fixed set, are killed one by one.
+    are continued, and the others, now a fixed set, are killed one by one. A process counts as ended once
+    it is a zombie: it holds no memory, file or lock any more (the forker reaps its own children).
     """
     with contextlib.suppress(ProcessLookupError):
         os.kill(-1, signal.SIGSTOP)
@@ -956,35 +955,53 @@ def _kill_namespace_but(spares: set[int]) -> None:
     deadline = time.monotonic() + _DEATH_TIMEOUT_S
     while True:
         _reap_zombies()
-        others = _namespace_processes() - keep
+        others = _running_processes() - keep
         if not others or time.monotonic() > deadline:
             return
         for pid in others:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        _wait_for_a_child()
+        _wait_for_an_end(others)
 
 
-def _namespace_processes() -> set[int]:
-    return {int(name) for name in os.listdir("/proc") if name.isdigit()}
+def _running_processes() -> set[int]:
+    """The processes of the PID namespace that are not zombies."""
+    return {int(name) for name in os.listdir("/proc") if name.isdigit() and _is_running(int(name))}
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        return _read_small_file(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for_an_end(pids: set[int]) -> None:
+    """Sleep until one of `pids` ended (a pidfd becomes readable), at most a moment."""
+    fds = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fds.append(os.pidfd_open(pid))
+    try:
+        if fds:
+            select.select(fds, [], [], _DEATH_POLL_S)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _kill_descendants_but(spares: set[int]) -> None:
     """Without a PID namespace: kill every descendant but the `spares` (orphans come back to this subreaper)."""
+    deadline = time.monotonic() + _DEATH_TIMEOUT_S
     while True:
         _reap_zombies()
-        found = [pid for pid in _descendants(os.getpid()) if pid not in spares]
-        if not found:
+        found = {pid for pid in _descendants(os.getpid()) if pid not in spares and _is_running(pid)}
+        if not found or time.monotonic() > deadline:
             return
         for pid in found:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        _wait_for_a_child()
-
-
-def _wait_for_a_child() -> None:
-    """Sleep until a child ends (SIGCHLD is blocked in the template, so it waits here), at most a moment."""
-    signal.sigtimedwait((signal.SIGCHLD,), _DEATH_POLL_S)
+        _wait_for_an_end(found)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -1153,7 +1170,6 @@ def main() -> None:
     _set_signals_for_episodes()
     gc.collect()
     gc.freeze()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     _Template(control, settings).serve()
 
 
