@@ -312,18 +312,28 @@ def _collect(args: argparse.Namespace, policy: Any, tasks: Any) -> list[Trajecto
 def _print_summary(env: str, split: str, trajectories: list[Trajectory], elapsed: float) -> None:
     episodes = len(trajectories)
     steps = sum(len(t.actions) for t in trajectories)
-    rewards = [t.reward for t in trajectories]
+    played = [t for t in trajectories if t.infrastructure_error is None]
+    rewards = [t.reward for t in played]
     rows = [
         ("env", f"{env} (split {split})"),
         ("episodes", str(episodes)),
-        ("mean reward", f"{sum(rewards) / max(episodes, 1):.3f}"),
-        ("pass rate", f"{100 * sum(r > 0 for r in rewards) / max(episodes, 1):.1f}% (reward > 0)"),
+        ("mean reward", f"{sum(rewards) / max(len(played), 1):.3f}"),
+        ("pass rate", f"{100 * sum(r > 0 for r in rewards) / max(len(played), 1):.1f}% (reward > 0)"),
         ("steps", f"{steps} ({steps / max(episodes, 1):.2f} per episode)"),
         ("time", f"{elapsed:.2f} s ({episodes / max(elapsed, 1e-9):.1f} episodes/s)"),
+        *_infrastructure_rows(trajectories, episodes - len(played)),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+def _infrastructure_rows(trajectories: list[Trajectory], failed: int) -> list[tuple[str, str]]:
+    """A row for the episodes the infrastructure ended (left out of the mean reward and pass rate), with one cause."""
+    if not failed:
+        return []
+    first = next(t.infrastructure_error for t in trajectories if t.infrastructure_error is not None)
+    return [("infra failures", f"{failed} (not counted in the mean reward and pass rate; first: {first})")]
 
 
 def _save(trajectories: list[Trajectory], output: Path) -> None:

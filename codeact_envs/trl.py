@@ -294,6 +294,9 @@ class TextRollout:
 
     All episodes of a call advance together: one batched generation per turn (the trainer's vLLM when it has one,
     else the model's `generate` with a copy of the trainer's generation config), then every env steps in parallel.
+    With several training processes, every process generates for all its episodes in every turn until no process
+    has an episode left (generation is collective there: vLLM's server mode gathers every process's prompts, ZeRO-3
+    syncs every forward); the replies of episodes that are already over are thrown away.
     Each turn's prompt is the previous prompt, the sampled ids and the observation's ids (never re-tokenized).
     The completion is everything after the first prompt; `env_mask` is 1 on sampled ids only. An episode ends with
     the env, or when the next turn would not fit in `max_completion_length` (it then counts as truncated).
@@ -313,10 +316,10 @@ class TextRollout:
         assignments = [self._assignment(prompt, trainer) for prompt in prompts]
         with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
             episodes = list(pool.map(self._start, range(len(prompts)), assignments))
-            while turns := self._next_turns(episodes, tokenizer, trainer.max_completion_length):
+            while turns := self._turns_in_step(trainer, tokenizer, episodes):
                 playing, contexts = zip(*turns, strict=True)
                 replies = self._generate(trainer, tokenizer, playing, contexts)
-                list(pool.map(lambda episode, reply: episode.act(reply), playing, replies))
+                list(pool.map(_act, playing, replies))
         trajectories = [episode.trajectory() for episode in episodes]
         self._drop_failed_envs(trajectories)
         return self._outputs(trajectories, tokenizer)
@@ -342,6 +345,24 @@ class TextRollout:
             if trajectory.infrastructure_error is not None and index in self.envs:
                 self.envs.pop(index).close()
 
+    def _turns_in_step(
+        self, trainer: Any, tokenizer: Any, episodes: list[LiveEpisode]
+    ) -> list[tuple[LiveEpisode | None, list[int]]]:
+        """What this process generates for in the next turn: the episodes that play on, or, with several training
+        processes, one entry per episode (None with a placeholder prompt for those that are over) as long as any
+        process has an episode playing."""
+        turns = self._next_turns(episodes, tokenizer, trainer.max_completion_length)
+        if trainer.accelerator.num_processes == 1:
+            return turns
+        if not _playing_anywhere(bool(turns)):
+            return []
+        continuing = {id(episode): context for episode, context in turns}
+        placeholder = prompt_ids(tokenizer, first_turns(self.spec.system_prompt, ""))
+        return [
+            (episode, continuing[id(episode)]) if id(episode) in continuing else (None, placeholder)
+            for episode in episodes
+        ]
+
     def _next_turns(
         self, episodes: list[LiveEpisode], tokenizer: Any, budget: int
     ) -> list[tuple[LiveEpisode, list[int]]]:
@@ -358,7 +379,10 @@ class TextRollout:
 
     def _generate(self, trainer: Any, tokenizer: Any, episodes: tuple, contexts: tuple) -> list[Turn]:
         budget = trainer.max_completion_length
-        budgets = [budget - _spent(episode, context) for episode, context in zip(episodes, contexts, strict=True)]
+        budgets = [
+            1 if episode is None else budget - _spent(episode, context)
+            for episode, context in zip(episodes, contexts, strict=True)
+        ]
         if trainer.use_vllm:
             _, outputs, log_probs, _ = trainer.vllm_generation.generate(
                 prompts=list(contexts), images=None, num_generations=1
@@ -408,6 +432,19 @@ def _sequences(
         trajectory.token_log_probs[start:],
         trajectory.token_mask[start:],
     )
+
+
+def _act(episode: LiveEpisode | None, reply: Turn) -> None:
+    """Play `reply` in `episode`; a placeholder's reply (an episode already over) is thrown away."""
+    if episode is not None:
+        episode.act(reply)
+
+
+def _playing_anywhere(playing_here: bool) -> bool:
+    """Whether an episode of any training process plays another turn (a collective call: every process makes it)."""
+    from accelerate.utils import gather_object
+
+    return any(gather_object([playing_here]))
 
 
 def _spent(episode: LiveEpisode, context: list[int]) -> int:

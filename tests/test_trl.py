@@ -285,7 +285,10 @@ def test_the_rollout_func_turns_an_env_that_cannot_start_into_none_rewards(adder
     spec.env_fn = no_sandbox
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     trainer = SimpleNamespace(
-        processing_class=tokenizer, max_completion_length=64, state=SimpleNamespace(global_step=3)
+        processing_class=tokenizer,
+        max_completion_length=64,
+        state=SimpleNamespace(global_step=3),
+        accelerator=SimpleNamespace(num_processes=1),
     )
     outputs = spec.rollout_func([spec.train_dataset[0]["prompt"]] * 2, trainer)
     assert outputs["completion_ids"] == [[tokenizer.eos_token_id]] * 2
@@ -293,6 +296,41 @@ def test_the_rollout_func_turns_an_env_that_cannot_start_into_none_rewards(adder
     assert [t.infrastructure_error for t in outputs["trajectory"]] == ["SandboxError: bubblewrap cannot start here"] * 2
     assert [t.policy_version for t in outputs["trajectory"]] == [3, 3]
     assert [f(completions=[None] * 2, trajectory=outputs["trajectory"]) for f in spec.reward_funcs] == [[None] * 2] * 3
+
+
+def test_with_several_training_processes_every_turn_generates_for_every_episode_until_all_are_over(
+    adder, tiny_model, monkeypatch
+):
+    """vLLM's server mode gathers the prompts of every process in each turn: a process whose episodes are over still
+    takes part, with as many prompts as it has episodes, while another process plays on."""
+    from types import SimpleNamespace
+
+    import accelerate.utils
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    answer = [*tokenizer.encode("```python\nfinal_answer(add(1, 2))\n```"), tokenizer.eos_token_id]
+    prompts_per_call = []
+
+    def generate(prompts, images, num_generations):
+        prompts_per_call.append(len(prompts))
+        return prompts, [answer] * len(prompts), [[[-0.5]] * len(answer)] * len(prompts), None
+
+    other_process_plays = iter([True, True, True, False])
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda flags: [*flags, next(other_process_plays)])
+    trainer = SimpleNamespace(
+        processing_class=tokenizer,
+        max_completion_length=64,
+        state=SimpleNamespace(global_step=0),
+        accelerator=SimpleNamespace(num_processes=2),
+        use_vllm=True,
+        vllm_generation=SimpleNamespace(generate=generate),
+    )
+    spec = CodeActSpec(adder, actions="text", trust_remote_code=True)
+    outputs = spec.rollout_func([spec.train_dataset[0]["prompt"]] * 2, trainer)
+    assert prompts_per_call == [2, 2, 2]
+    assert [len(t.turns) for t in outputs["trajectory"]] == [1, 1]
+    assert [t.reward for t in outputs["trajectory"]] == [pytest.approx(0.99)] * 2
 
 
 def test_the_adapter_names_the_dataset_it_needs(adder):
