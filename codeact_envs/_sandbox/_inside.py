@@ -1,11 +1,13 @@
 """The sandbox's inside, run with the standard library only: the template and the processes it starts.
 
 The host starts this file as the template: a warm interpreter that joins a fresh session keyring, makes
-itself undumpable, installs the syscall filter and imports what episodes commonly need. It keeps one
-pre-forked spare process; on "spawn" the spare receives its socket and becomes an interpreter (the agent's
-persistent namespace, which runs actions, serves tool calls to the host and answers calls into the agent's
-program). On "finish" (and before any spawn that follows a used process) the template kills every process
-of the episode, empties the scratch folders and the System V IPC objects, and forks the next spare.
+itself undumpable, installs the syscall filter and imports what episodes commonly need. It starts a forker
+(a process that only forks) and keeps one pre-forked spare process per role: on "spawn" a spare receives
+its socket and its job and becomes an interpreter (the agent's persistent namespace, which runs actions,
+serves tool calls to the host and answers calls into the agent's program) or a grader (which runs trusted
+test code and calls the agent's functions). On "finish" (and before an interpreter that follows a used one)
+the template kills every process of the episode, empties the scratch folders and the System V IPC objects,
+and has the forker fork the spares that are missing. No process that ever ran agent code forks a spare.
 
 Messages are those of `_protocol` (its source is loaded by the boot code as the module `_protocol`).
 """
@@ -112,7 +114,7 @@ class _HostLink:
 
     def receive_while_idle(self, idle) -> dict | None:
         """`receive`, calling `idle()` every `_REAP_INTERVAL_S` seconds while nothing arrives."""
-        while self._take_frame_ready() is False:
+        while not self._has_frame():
             while not select.select([self.sock], [], [], _REAP_INTERVAL_S)[0]:
                 idle()
             if not self._fill():
@@ -135,13 +137,13 @@ class _HostLink:
     def take_fd(self) -> int:
         return self.fds.pop(0)
 
-    def _take_frame_ready(self) -> bool:
+    def _has_frame(self) -> bool:
         if len(self.buffer) < protocol.HEADER.size:
             return False
         return len(self.buffer) >= protocol.HEADER.size + protocol.frame_size(self.buffer[: protocol.HEADER.size])
 
     def _take_frame(self) -> dict | None:
-        if not self._take_frame_ready():
+        if not self._has_frame():
             return None
         end = protocol.HEADER.size + protocol.frame_size(self.buffer[: protocol.HEADER.size])
         body = self.buffer[protocol.HEADER.size : end].decode("ascii")
