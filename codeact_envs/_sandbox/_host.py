@@ -5,7 +5,10 @@ every send and receive has a deadline, and host tools run on their own thread so
 time whatever a tool does.
 """
 
+import base64
 import contextlib
+import functools
+import marshal
 import math
 import os
 import queue
@@ -14,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +34,8 @@ _CONTROL_TIMEOUT_S = 10.0
 _EXTRA_PIDS = 6
 _TEMPLATE_MEMORY_BYTES = 64 << 20
 _MARKER_ALLOWANCE = 64
+_DETAIL_CHARS = 4000
+_COMPILED_TESTS = 1024
 _DURING_ACTION = frozenset({"tool", "result"})
 _DURING_CALL = frozenset({"tool", "returned"})
 _FROM_GRADER = frozenset({"verdict"})
@@ -203,13 +209,17 @@ class Sandbox:
         interpreter = self._interpreter
         if interpreter is None:
             return False, "the agent's interpreter is gone"
+        try:
+            code = _compiled_tests(setup, tests)
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+            return False, _capped(protocol.valid_text("".join(traceback.format_exception_only(e))), _DETAIL_CHARS)
         deadline = time.monotonic() + timeout_s
         grader = self._template_for_grading().spawn(self._grader_settings(timeout_s))
         grader_end, interpreter_end = socket.socketpair()
         served = self._next_request()
         try:
             interpreter.send(protocol.message("serve", id=served), deadline, fds=(interpreter_end.fileno(),))
-            job = protocol.message("grade", setup=setup, tests=tests, stubs=protocol.encode_value(stubs))
+            job = protocol.message("grade", code=code, stubs=protocol.encode_value(stubs))
             grader.send(job, deadline, fds=(grader_end.fileno(),))
             grader_end.close()
             interpreter_end.close()
@@ -431,6 +441,21 @@ class Sandbox:
         if self.max_processes is None or os.geteuid() == 0:
             return None
         return self.max_processes + _processes_of(os.geteuid())
+
+
+@functools.lru_cache(maxsize=_COMPILED_TESTS)
+def _compiled_tests(setup: str, tests: str) -> str:
+    """`setup` and `tests` compiled here, once per distinct text, as base64 `marshal` data for a grader.
+
+    A grader is a fresh process per episode: compiling there would be paid again in every episode. The code
+    is the env's trusted test code (it never reaches a process that runs agent code), and the sandbox runs
+    this same Python, so its code objects load there as they are.
+
+    Raises:
+        SyntaxError, ValueError, RecursionError, MemoryError: The code does not compile.
+    """
+    code = (compile(setup, "<setup>", "exec", dont_inherit=True), compile(tests, "<tests>", "exec", dont_inherit=True))
+    return base64.b64encode(marshal.dumps(code)).decode("ascii")
 
 
 class _Template:

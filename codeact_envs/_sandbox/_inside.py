@@ -24,6 +24,7 @@ import gc
 import io
 import json
 import linecache
+import marshal
 import os
 import resource
 import select
@@ -619,10 +620,7 @@ class _Grader:
     decoded as plain data. The verdict goes to the host on this process's own socket, which no agent process
     can reach.
 
-    The calls that the tests will make first, in order, with literal arguments (HumanEval's
-    `assert candidate([1, 2]) == 3` lines) are sent at once, before the tests run; the interpreter answers
-    them one by one as it would have anyway, and a call of the tests takes the next answer when it is the
-    same call. That saves a round trip per call; any other call is made when the tests make it.
+    The test code comes compiled by the host (see `_host._compiled_tests`): a grader only runs it.
     """
 
     def __init__(self, work_dir: str):
@@ -632,7 +630,6 @@ class _Grader:
         self.host: _HostLink | None = None
         self.agent: _AgentLink | None = None
         self.requests = 0
-        self.planned: collections.deque = collections.deque()
         self.fatal: str | None = None
 
     def start(self, link: _HostLink, settings: dict) -> None:
@@ -644,20 +641,20 @@ class _Grader:
         if job is None:
             return
         self.agent = _AgentLink(socket.socket(fileno=link.take_fd()), link.sock)
-        verdict = self.grade(job["setup"], job["tests"], protocol.decode_value(job["stubs"], clean=False))
+        verdict = self.grade(job)
         self.agent.sock.close()
         link.send(verdict)
         link.receive()
 
-    def grade(self, setup: str, tests: str, stubs: dict) -> dict:
+    def grade(self, job: dict) -> dict:
+        """Run the job's setup, bind its stubs, run its tests; the verdict message."""
         namespace = {"__name__": "__grader__", "__builtins__": builtins}
         try:
-            exec(compile(setup, "<setup>", "exec", dont_inherit=True), namespace)
-            for name, target in stubs.items():
+            setup, tests = marshal.loads(base64.b64decode(job["code"]))
+            exec(setup, namespace)
+            for name, target in protocol.decode_value(job["stubs"], clean=False).items():
                 namespace[name] = self._stub(target)
-            tree = ast.parse(tests, "<tests>")
-            self._send_planned_calls(_planned_calls(tree, stubs))
-            exec(compile(tree, "<tests>", "exec", dont_inherit=True), namespace)
+            exec(tests, namespace)
         except BaseException as exc:
             return protocol.message("verdict", passed=False, detail=self.fatal or _capped(_format_error(exc), 4000))
         if self.fatal is not None:
@@ -673,33 +670,22 @@ class _Grader:
         agent_function.__name__ = agent_function.__qualname__ = target
         return agent_function
 
-    def _send_planned_calls(self, calls: list[tuple[str, str, str]]) -> None:
-        for target, args, kwargs in calls:
-            self.requests += 1
-            self._send(protocol.message("call", id=self.requests, name=target, args=args, kwargs=kwargs))
-            self.planned.append((self.requests, target, args, kwargs))
-
     def ask(self, target: str, args: tuple, kwargs: dict):
         """Call the agent's function `target`; its plain-data result, its exception, or a fatal failure."""
-        call = (target, protocol.encode_value(list(args)), protocol.encode_value(kwargs))
-        if self.planned and self.planned[0][1:] == call:
-            request = self.planned.popleft()[0]
-        else:
-            self.planned.clear()
-            self.requests += 1
-            request = self.requests
-            self._send(protocol.message("call", id=request, name=target, args=call[1], kwargs=call[2]))
-        return self._answer_of(request, target)
-
-    def _answer_of(self, request: int, target: str):
-        """The answer to `request`; answers to earlier planned calls that the tests did not make are dropped."""
+        self.requests += 1
+        call = protocol.message(
+            "call",
+            id=self.requests,
+            name=target,
+            args=protocol.encode_value(list(args)),
+            kwargs=protocol.encode_value(kwargs),
+        )
         try:
+            self.agent.sock.sendall(protocol.frame(call))
             answer = protocol.parse(self.agent.frame(), _ANSWER)
-            while answer["id"] < request:
-                answer = protocol.parse(self.agent.frame(), _ANSWER)
         except (OSError, EOFError, protocol.ProtocolError) as e:
             self._fail(f"the agent's interpreter did not answer the call of {target}(): {e!r}")
-        if answer["id"] != request:
+        if answer["id"] != self.requests:
             self._fail(f"the agent's interpreter answered another call than the one of {target}()")
         if answer["ok"]:
             try:
@@ -709,12 +695,6 @@ class _Grader:
         if answer["error_type"] is None:
             self._fail(f"{target}() failed: {answer['error']}")
         raise _rebuilt_exception(target, answer["error_type"], answer["error"] or "")
-
-    def _send(self, request: dict) -> None:
-        try:
-            self.agent.sock.sendall(protocol.frame(request))
-        except OSError as e:
-            self._fail(f"the agent's interpreter did not take the call of {request['name']}(): {e!r}")
 
     def _fail(self, reason: str):
         self.fatal = reason
@@ -748,103 +728,6 @@ class _AgentLink:
         if not chunk:
             raise EOFError("the agent's interpreter closed the socket")
         self.buffer += chunk
-
-
-def _planned_calls(tree: ast.Module, stubs: dict) -> list[tuple[str, str, str]]:
-    """The calls of stubs that running `tree` makes first, in order, when all their arguments are literals.
-
-    The statements looked at are those of the module and of the functions it calls by name at its top
-    level (HumanEval's `check(candidate)`, whose parameter then stands for the stub it is given), in order;
-    the plan stops at the first statement that could call a stub in another way (a loop, a branch, computed
-    arguments, a call inside `and`, `or`, a chained comparison or a lambda).
-    """
-    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    plan: list[tuple[str, str, str]] = []
-    for statement, in_scope in _straight_line(tree.body, functions, stubs):
-        calls = _literal_stub_calls(statement, in_scope)
-        if calls is None:
-            break
-        plan += calls
-    return plan
-
-
-def _straight_line(body: list[ast.stmt], functions: dict, stubs: dict) -> list[tuple[ast.stmt, dict]]:
-    """The statements of `body` in order, with a top-level call of one of `functions` replaced by its body;
-    each with the stubs its names stand for there."""
-    statements = []
-    for statement in body:
-        if isinstance(statement, ast.FunctionDef):
-            continue
-        call = _function_call(statement, functions)
-        if call is None:
-            statements.append((statement, stubs))
-            continue
-        function = functions[call.func.id]
-        parameters = [argument.arg for argument in function.args.args]
-        in_scope = {name: target for name, target in stubs.items() if name not in parameters}
-        for parameter, argument in zip(parameters, call.args, strict=False):
-            if isinstance(argument, ast.Name) and argument.id in stubs:
-                in_scope[parameter] = stubs[argument.id]
-        statements += _straight_line(function.body, {}, in_scope)
-    return statements
-
-
-def _function_call(statement: ast.stmt, functions: dict) -> ast.Call | None:
-    if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
-        call = statement.value
-        if isinstance(call.func, ast.Name) and call.func.id in functions and not call.keywords:
-            return call
-    return None
-
-
-def _literal_stub_calls(statement: ast.stmt, stubs: dict) -> list[tuple[str, str, str]] | None:
-    """The stub calls of an `assert` (or a statement that calls no stub), in evaluation order; None when the
-    statement could call a stub in a way that cannot be planned."""
-    names = {node.id for node in ast.walk(statement) if isinstance(node, ast.Name)}
-    if not names & stubs.keys():
-        return []
-    if not isinstance(statement, ast.Assert) or _may_skip_or_defer(statement.test):
-        return None
-    calls = []
-    for node in _in_evaluation_order(statement.test):
-        if isinstance(node, ast.Name) and node.id in stubs:
-            return None
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in stubs:
-            try:
-                args = [ast.literal_eval(arg) for arg in node.args]
-                kwargs = {keyword.arg: ast.literal_eval(keyword.value) for keyword in node.keywords}
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                return None
-            if None in kwargs or any(isinstance(arg, ast.Starred) for arg in node.args):
-                return None
-            calls.append((stubs[node.func.id], protocol.encode_value(args), protocol.encode_value(kwargs)))
-    return calls
-
-
-def _may_skip_or_defer(expression: ast.expr) -> bool:
-    """Whether evaluating `expression` may skip or defer a part of it (so calls in it are not all made, in order)."""
-    lazy = (ast.BoolOp, ast.IfExp, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
-    for node in ast.walk(expression):
-        if isinstance(node, (*lazy, ast.NamedExpr, ast.Await)):
-            return True
-        if isinstance(node, ast.Compare) and len(node.ops) > 1:
-            return True
-    return False
-
-
-def _in_evaluation_order(node: ast.AST):
-    """`node` and what it contains, depth first, children before their parent call (Python's evaluation order
-    for calls, comparisons, operators and displays); the called stub's own Name is not yielded."""
-    if isinstance(node, ast.Call):
-        for child in [*node.args, *(keyword.value for keyword in node.keywords)]:
-            yield from _in_evaluation_order(child)
-        if not isinstance(node.func, ast.Name):
-            yield from _in_evaluation_order(node.func)
-        yield node
-        return
-    for child in ast.iter_child_nodes(node):
-        yield from _in_evaluation_order(child)
-    yield node
 
 
 _ANSWER = frozenset({"returned"})

@@ -107,7 +107,7 @@ MESSAGES = {
     "returned": {"id": Count(), "ok": Flag(), "value": MAYBE_VALUE, "error_type": MAYBE_NAME, "error": MAYBE_TEXT},
     "serve": {"id": Count()},
     "served": {"id": Count()},
-    "grade": {"setup": Text(), "tests": Text(), "stubs": VALUE},
+    "grade": {"code": Text(), "stubs": VALUE},
     "verdict": {"passed": Flag(), "detail": Text()},
 }
 """Each message and its fields. Who sends what:
@@ -120,7 +120,8 @@ MESSAGES = {
   served. host -> interpreter: exec (run an action), reply (to a tool), call (a function of the agent's
   program), read (a variable of the agent's program), serve (answer the calls and reads that come on the
   attached socket, from a grader, until it closes; then say served).
-- grader -> host: ready, verdict. host -> grader: grade (with the grader's end of that socket attached).
+- grader -> host: ready, verdict. host -> grader: grade (the setup and test code compiled by the host, and the
+  stubs, with the grader's end of that socket attached).
 - grader -> interpreter, on that socket: call, read. interpreter -> grader: returned. The grader validates
   every frame of the interpreter as the host does.
 """
