@@ -130,6 +130,15 @@ def test_the_same_seed_gives_the_same_random_draws(make_env):
     assert run(env, "import random\nrandom.random()") == first
 
 
+def test_episodes_without_a_seed_draw_different_random_numbers(make_env):
+    env = make_env()
+    draws = set()
+    for _ in range(3):
+        env.reset()
+        draws.add(run(env, "import random\nrandom.random()"))
+    assert len(draws) == 3
+
+
 def test_render_ansi_is_the_episode_transcript(env):
     run(env, "print('hello')")
     transcript = env.render()

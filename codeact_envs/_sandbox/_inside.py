@@ -77,6 +77,7 @@ _PRELOADED_MODULES = (
     "itertools",
     "math",
     "operator",
+    "random",
     "re",
     "string",
     "textwrap",
@@ -311,7 +312,6 @@ class _Interpreter:
         self.stderr = _captured_stream(2)
         sys.stdout = sys.__stdout__ = self.stdout
         sys.stderr = sys.__stderr__ = self.stderr
-        sys.stdin = sys.__stdin__ = open(os.devnull, encoding="utf-8")
         os.register_at_fork(before=self._flush_streams)
         self.namespace = _main_module_namespace()
         _warm_up()
@@ -595,11 +595,13 @@ def _apply_limits(settings: dict) -> None:
 
 
 def _seed_random(seed: int | None) -> None:
-    """Seed the agent's `random` (imported here, not in the template: its after-fork reseed costs every fork)."""
-    if seed is not None:
-        import random
+    """Seed the agent's `random`; without a seed it keeps the fresh state that Python drew at the fork.
 
-        random.seed(seed)
+    `random` is preloaded: importing it here would cost every seeded episode far more than its after-fork
+    reseed costs every fork.
+    """
+    if seed is not None:
+        sys.modules["random"].seed(seed)
 
 
 class AgentCallFailed(BaseException):
@@ -758,10 +760,13 @@ class _Template:
     """The warm interpreter: it keeps a spare process per role ready, hands each new socket to one, and cleans up.
 
     Spares are forked from this template, which never runs agent code, so a spare never ran any either,
-    even when it was forked while an episode was running.
+    even when it was forked while an episode was running. It holds on to its own standard output and error:
+    an interpreter replaces them with its captured streams, and freeing them there would write to pages it
+    shares with the template (each such page is then copied).
     """
 
     def __init__(self, control: socket.socket, settings: dict):
+        self.standard_streams = (sys.stdout, sys.stderr)
         self.link = _HostLink(control)
         self.settings = settings
         self.spares: dict[str, tuple[int, socket.socket]] = {}
