@@ -63,6 +63,9 @@ _IPC_COUNTS = {"shm": (14, 0), "msg": (12, 0), "sem": (19, 7)}
 """For each kind, the `*_INFO` command and the index of the int field that counts the objects in use:
 SHM_INFO's `used_ids`, MSG_INFO's `msgpool`, SEM_INFO's `semusz`."""
 _IPC_INFO_BYTES = 256
+_WARM_UP_ROUNDS = 10
+"""More rounds than the 8 calls after which Python specializes a function's code."""
+_WARM_UP_CHARS = 100
 _PRELOADED_MODULES = (
     "bisect",
     "collections",
@@ -314,7 +317,6 @@ class _Interpreter:
         sys.stderr = sys.__stderr__ = self.stderr
         os.register_at_fork(before=self._flush_streams)
         self.namespace = _main_module_namespace()
-        _warm_up()
 
     def start(self, link: _HostLink, settings: dict) -> None:
         """Take the job in `settings`, tell the host it is ready, then serve it until it hangs up."""
@@ -435,13 +437,7 @@ class _Interpreter:
         """Execute `code`; return the repr of its last expression, as the Python prompt shows it."""
         filename = _ACTION_FILENAME.format(self.actions)
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-        tree = ast.parse(code, filename)
-        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        exec(compile(tree, filename, "exec", dont_inherit=True), self.namespace)
-        if last is None:
-            return None
-        result = eval(compile(ast.Expression(last.value), filename, "eval", dont_inherit=True), self.namespace)
-        return None if result is None else _capped_repr(result, self.limit)
+        return _run_code(code, filename, self.namespace, self.limit)
 
     def _exit_if_forked(self) -> None:
         """A process forked by the agent's code that finishes the action must not answer the host."""
@@ -530,11 +526,50 @@ def _captured_stream(fd: int) -> _CappedText:
     return _CappedText(fd, 0)
 
 
+def _run_code(code: str, filename: str, namespace: dict, limit: int) -> str | None:
+    """Execute `code` in `namespace`; the repr of its last expression (cut to `limit`), or None without one."""
+    tree = ast.parse(code, filename)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    exec(compile(tree, filename, "exec", dont_inherit=True), namespace)
+    if last is None:
+        return None
+    result = eval(compile(ast.Expression(last.value), filename, "eval", dont_inherit=True), namespace)
+    return None if result is None else _capped_repr(result, limit)
+
+
 def _warm_up() -> None:
-    """Run once what every job runs, so that the pages it touches are copied before the job waits for them."""
-    json.loads(protocol.frame(protocol.message("ready"))[protocol.HEADER.size :])
-    protocol.decode_value(protocol.encode_value([1, "x", (2.0,), {"k": None}]))
-    eval(compile(ast.Expression(ast.parse("1", mode="eval").body), "<warm-up>", "eval", dont_inherit=True))
+    """Run the paths that every episode runs until Python has specialized their code.
+
+    Python writes into a function's code object during its first calls (it counts them, then specializes the
+    instructions). Done here, in the template, that is not done again in every process forked from it, where
+    each page written is copied.
+    """
+    ours, theirs = socket.socketpair()
+    stream = _CappedText(os.memfd_create("warm-up", 0), _WARM_UP_CHARS)
+    try:
+        for _ in range(_WARM_UP_ROUNDS):
+            _warm_up_once(_HostLink(ours), _HostLink(theirs), _AgentLink(theirs, ours), stream)
+    finally:
+        ours.close()
+        theirs.close()
+        os.close(stream.fd)
+
+
+def _warm_up_once(sender: "_HostLink", receiver: "_HostLink", agent: "_AgentLink", stream: _CappedText) -> None:
+    """One round of the warm-up: framing with a descriptor attached, the value codec, validation, captured
+    output, running code, formatting an error."""
+    sender.send(protocol.message("spawn", settings={"role": "interpreter"}), (stream.fd,))
+    receiver.receive()
+    os.close(receiver.take_fd())
+    value = protocol.encode_value([1, "x", (2.0,), {"k": None}, {3}])
+    sender.send(protocol.message("returned", id=1, ok=True, value=value, error_type=None, error=None))
+    protocol.decode_value(protocol.parse(agent.frame(), _ANSWER)["value"], clean=False)
+    stream.write("warm\n")
+    stream.take()
+    try:
+        _run_code("x = [1, 2]\nx[0] + len(x)\nx[5]", "<warm-up>", {}, _WARM_UP_CHARS)
+    except IndexError as exc:
+        _format_error(exc)
 
 
 def _capped_repr(value, limit: int) -> str:
@@ -1192,6 +1227,7 @@ def main() -> None:
     _add_interactive_builtins()
     _preload(_PRELOADED_MODULES)
     _set_signals_for_episodes()
+    _warm_up()
     gc.collect()
     gc.freeze()
     _Template(control, settings).serve()
