@@ -839,13 +839,12 @@ class _Template:
         os.close(fd)
         if role == "interpreter":
             self.used = True
-            self.prepare_spares()
 
     def activate(self, role: str, fd: int, settings: dict) -> None:
         """Give the job to the spare of `role` (forked now if it is missing or dead)."""
         if self.live_spare(role) is None:
             self.drop_spare(role)
-            self.prepare_spare(role)
+            self.prepare([role])
         pid, sock = self.spares.pop(role)
         try:
             os.kill(pid, signal.SIGCONT)
@@ -890,34 +889,41 @@ class _Template:
                 os.kill(pid, signal.SIGKILL)
 
     def prepare_spares(self) -> None:
-        for role in self.roles:
-            if self.live_spare(role) is None:
-                self.drop_spare(role)
-                self.prepare_spare(role)
+        """Fork the spares that are missing, all in one request to the forker."""
+        missing = [role for role in self.roles if self.live_spare(role) is None]
+        for role in missing:
+            self.drop_spare(role)
+        if missing:
+            self.prepare(missing)
 
-    def prepare_spare(self, role: str) -> None:
-        """Have the forker fork a spare of `role` (a forker that is gone or stuck is replaced once)."""
-        ours, theirs = socket.socketpair()
+    def prepare(self, roles: list[str]) -> None:
+        """Have the forker fork a spare of each of `roles` (a forker that is gone or stuck is replaced once)."""
+        pairs = [socket.socketpair() for _ in roles]
+        fds = [theirs.fileno() for _, theirs in pairs]
         try:
-            pid = self.fork_spare(role, theirs.fileno())
-        except (OSError, TimeoutError, EOFError):
-            self.drop_forker()
             try:
-                pid = self.fork_spare(role, theirs.fileno())
+                pids = self.fork_spares(roles, fds)
             except (OSError, TimeoutError, EOFError):
+                self.drop_forker()
+                pids = self.fork_spares(roles, fds)
+        except (OSError, TimeoutError, EOFError):
+            for ours, _ in pairs:
                 ours.close()
-                return
+            return
         finally:
-            theirs.close()
-        self.spares[role] = (pid, ours)
+            for _, theirs in pairs:
+                theirs.close()
+        for role, pid, (ours, _) in zip(roles, pids, pairs, strict=True):
+            self.spares[role] = (pid, ours)
 
-    def fork_spare(self, role: str, fd: int) -> int:
+    def fork_spares(self, roles: list[str], fds: list[int]) -> list[int]:
         if self.forker is None:
             self.forker = _start_forker(self.settings)
         pid, link = self.forker
         os.kill(pid, signal.SIGCONT)
-        socket.send_fds(link.sock, [bytes([list(_ROLES).index(role)])], [fd])
-        return int.from_bytes(link.receive_bytes_within(4, _FORKER_TIMEOUT_S), "big")
+        socket.send_fds(link.sock, [bytes(list(_ROLES).index(role) for role in roles)], fds)
+        answer = link.receive_bytes_within(4 * len(roles), _FORKER_TIMEOUT_S)
+        return [int.from_bytes(answer[start : start + 4], "big") for start in range(0, len(answer), 4)]
 
     def drop_forker(self) -> None:
         if self.forker is not None:
@@ -952,28 +958,34 @@ def _start_forker(settings: dict) -> tuple[int, "_HostLink"]:
 
 
 def _forker(sock: socket.socket, settings: dict) -> None:
-    """Body of the forker: fork a spare for each request, answer with its PID, reap the spares that end.
+    """Body of the forker: fork the spares of each request, answer with their PIDs, reap the spares that end.
 
-    Its loop is kept to a few objects (one byte in, four bytes out), because every page it writes after a
-    fork is copied.
+    Its loop is kept to a few objects (a byte per role in, four bytes per PID out), because every page it
+    writes after a fork is copied; the spares of one request are forked one right after the other.
     """
     try:
         _close_inherited_descriptors(keep=sock.fileno())
         signal.signal(signal.SIGCHLD, lambda *_: _reap_zombies())
         roles = list(_ROLES)
         while True:
-            role, ancillary, _, _ = sock.recvmsg(1, _FDS_SPACE)
-            if not role:
+            request, ancillary, _, _ = sock.recvmsg(len(roles), _FDS_SPACE)
+            if not request:
                 break
-            fd = int.from_bytes(ancillary[0][2][:4], sys.byteorder)
-            pid = os.fork()
-            if pid == 0:
-                _spare(socket.socket(fileno=fd), roles[role[0]], settings)
-            os.close(fd)
-            sock.sendall(pid.to_bytes(4, "big"))
+            fds = array.array("i", ancillary[0][2][: 4 * len(request)])
+            pids = [_fork_spare(fd, roles[index], settings) for index, fd in zip(request, fds, strict=True)]
+            for fd in fds:
+                os.close(fd)
+            sock.sendall(b"".join(pid.to_bytes(4, "big") for pid in pids))
     except BaseException:
         pass
     os._exit(0)
+
+
+def _fork_spare(fd: int, role: str, settings: dict) -> int:
+    pid = os.fork()
+    if pid == 0:
+        _spare(socket.socket(fileno=fd), role, settings)
+    return pid
 
 
 def _spare(sock: socket.socket, role: str, settings: dict) -> None:
