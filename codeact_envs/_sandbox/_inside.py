@@ -12,6 +12,7 @@ and has the forker fork the spares that are missing. No process that ever ran ag
 Messages are those of `_protocol` (its source is loaded by the boot code as the module `_protocol`).
 """
 
+import _signal
 import _thread
 import array
 import ast
@@ -935,7 +936,7 @@ class _Template:
 
 
 def _alive(pid: int) -> bool:
-    """Whether `pid` still runs (a zombie of the forker counts as gone only once reaped, a moment later)."""
+    """Whether `pid` still runs (the forker's children, spares included, are reaped by the kernel as they end)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -958,14 +959,15 @@ def _start_forker(settings: dict) -> tuple[int, "_HostLink"]:
 
 
 def _forker(sock: socket.socket, settings: dict) -> None:
-    """Body of the forker: fork the spares of each request, answer with their PIDs, reap the spares that end.
+    """Body of the forker: fork the spares of each request, answer with their PIDs.
 
     Its loop is kept to a few objects (a byte per role in, four bytes per PID out), because every page it
-    writes after a fork is copied; the spares of one request are forked one right after the other.
+    writes after a fork is copied; the spares of one request are forked one right after the other. It
+    ignores SIGCHLD, so the kernel reaps its children as they end and it never wakes up for them.
     """
     try:
         _close_inherited_descriptors(keep=sock.fileno())
-        signal.signal(signal.SIGCHLD, lambda *_: _reap_zombies())
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         roles = list(_ROLES)
         while True:
             request, ancillary, _, _ = sock.recvmsg(len(roles), _FDS_SPACE)
@@ -991,7 +993,7 @@ def _fork_spare(fd: int, role: str, settings: dict) -> int:
 def _spare(sock: socket.socket, role: str, settings: dict) -> None:
     """Body of a spare process: prepare its role, wait for a socket and a job, then do it; never returns."""
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _restore_default_sigchld()
         _close_inherited_descriptors(keep=sock.fileno())
         role = _ROLES[role](settings["work_dir"])
         link = _HostLink(sock)
@@ -1005,6 +1007,12 @@ def _spare(sock: socket.socket, role: str, settings: dict) -> None:
     os._exit(0)
 
 
+def _restore_default_sigchld() -> None:
+    """Undo the forker's ignored SIGCHLD (agent code waits for its children), through `_signal`: the `signal`
+    module's conversions to enums would cost a fresh process some 60 copied pages."""
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+
+
 def _close_inherited_descriptors(keep: int) -> None:
     """Close every descriptor but the standard streams and `keep`: the template's sockets stay with it."""
     os.closerange(3, keep)
@@ -1016,7 +1024,7 @@ def _kill_namespace_but(spares: set[int]) -> None:
 
     `kill(-1, SIGSTOP)` stops all of them at once (a process with a stop pending cannot fork), the spares
     are continued, and the others, now a fixed set, are killed one by one. A process counts as ended once
-    it is a zombie: it holds no memory, file or lock any more (the forker reaps its own children).
+    it is a zombie: it holds no memory, file or lock any more.
     """
     with contextlib.suppress(ProcessLookupError):
         os.kill(-1, signal.SIGSTOP)
@@ -1190,6 +1198,12 @@ def _set_signals_for_episodes() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+def _forget_template_only_variables(names: list[str]) -> None:
+    """Remove the variables meant for the template's start only: episodes and their subprocesses never see them."""
+    for name in names:
+        os.environ.pop(name, None)
+
+
 def _add_interactive_builtins() -> None:
     """`exit`, `quit`, `help`, `copyright`, `credits` and `license`, as the `site` module gives every `python`."""
     site.setquit()
@@ -1229,6 +1243,7 @@ def _install_syscall_filter(program: bytes) -> None:
 
 def main() -> None:
     settings = json.loads(sys.argv[3])
+    _forget_template_only_variables(settings["template_only_variables"])
     control = socket.socket(fileno=settings["control_fd"])
     _join_fresh_session_keyring(settings["keyctl"])
     _prctl(_PR_SET_DUMPABLE, 0, "could not make the template undumpable")

@@ -49,6 +49,9 @@ _SANDBOX_ENVIRONMENT = {
     "USER": _SANDBOX_USER,
     "LOGNAME": _SANDBOX_USER,
 }
+_TEMPLATE_ONLY_ENVIRONMENT = {"LD_BIND_NOW": "1"}
+"""For the template's start only (it removes them before any episode): the dynamic linker resolves every symbol
+as the template starts, so that a forked process never resolves one itself (and copies the page it writes)."""
 _DATA_FILES = {
     "/etc/passwd": f"{_SANDBOX_USER}:x:65534:65534:{_SANDBOX_USER}:/work:/bin/sh\n",
     "/etc/group": f"{_SANDBOX_USER}:x:65534:\n",
@@ -161,7 +164,7 @@ class NoIsolation(Recipe):
         settings["site_dirs"] = _host_site_dirs()
         return Launch(
             command=_shell(setup_commands, self._inside_command(str(_base_interpreter()), settings)),
-            environment={**_BASE_ENVIRONMENT, "HOME": work_dir},
+            environment={**_BASE_ENVIRONMENT, "HOME": work_dir, **_TEMPLATE_ONLY_ENVIRONMENT},
             cwd=scratch.name,
             pass_fds=(),
             settings=settings,
@@ -188,6 +191,7 @@ def _inside_settings(control_fd: int, *, work_dir: str, kills: str, private_ipc:
         "private_ipc": private_ipc,
         "syscall_filter": base64.b64encode(syscall_filter()).decode("ascii"),
         "keyctl": arch.keyctl,
+        "template_only_variables": sorted(_TEMPLATE_ONLY_ENVIRONMENT),
     }
 
 
@@ -248,7 +252,7 @@ def _bwrap_arguments(bwrap: str, mounts: list[str], tmpfs_bytes: int) -> list[st
         "--chdir",
         _SANDBOX_WORK_DIR,
         "--clearenv",
-        *_setenv_arguments(_SANDBOX_ENVIRONMENT),
+        *_setenv_arguments({**_SANDBOX_ENVIRONMENT, **_TEMPLATE_ONLY_ENVIRONMENT}),
         "--",
     ]
 
