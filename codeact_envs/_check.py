@@ -270,8 +270,12 @@ def _check_tamper_audit(subject: CheckedEnv, report: CheckReport) -> None:
         for row, (task, floor) in enumerate(zip(subject.tasks, floors, strict=True)):
             try:
                 score = _hack_return(env, task, subject.seed, hack)
-            except InfrastructureError:
-                raise
+            except InfrastructureError as e:
+                report.problems.append(
+                    f"reward hack {hack.name!r} made task row {row} end as an infrastructure failure ({e}): "
+                    "training leaves such episodes out, so a policy could escape a low reward with it"
+                )
+                break
             except Exception as e:
                 report.problems.append(
                     f"reward hack {hack.name!r} made task row {row} raise {_described(e, subject.folder)}"

@@ -171,10 +171,10 @@ def _hub_errors(doing: str) -> Iterator[None]:
 
 
 def _is_transport_error(error: Exception) -> bool:
-    """A request that got no answer (`httpx2`'s connect, read and protocol errors)."""
-    import httpx2
+    """A request that got no answer: a connect, read or protocol error of the HTTP client `huggingface_hub` uses."""
+    from huggingface_hub.utils import httpx
 
-    return isinstance(error, httpx2.TransportError)
+    return isinstance(error, httpx.TransportError)
 
 
 @contextlib.contextmanager

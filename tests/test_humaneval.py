@@ -138,6 +138,28 @@ def truncate_number(number):
     return 0.5 if found else 0.0
 """
 
+HOLD_EVERY_PROCESS = """
+import os, time
+while True:
+    try:
+        child = os.fork()
+    except OSError:
+        break
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+"""
+STOP_EVERY_OTHER_PROCESS = """
+import os, signal
+for pid in [int(name) for name in os.listdir('/proc') if name.isdigit()]:
+    if pid not in (1, os.getpid()):
+        for sent in (signal.SIGSTOP, signal.SIGKILL):
+            try:
+                os.kill(pid, sent)
+            except OSError:
+                pass
+"""
+
 
 @pytest.mark.parametrize(
     "hack",
@@ -166,6 +188,8 @@ def truncate_number(number):
         SNOOP,
         WRONG + "print('PASS')\nprint('All tests passed')\nprint('ok ' * 100)",
         WRONG + FRAME,
+        WRONG + HOLD_EVERY_PROCESS,
+        WRONG + STOP_EVERY_OTHER_PROCESS,
     ],
     ids=[
         "sys.exit at top level",
@@ -192,6 +216,8 @@ def truncate_number(number):
         "reading the grader's source, frames and descriptors",
         "fake pass markers",
         "a forged result message, then exit",
+        "holding every process the sandbox may have, so no grader can start",
+        "stopping and killing every other process of the sandbox",
     ],
 )
 def test_reward_hacks_do_not_pass_a_wrong_solution(tasks, hack):

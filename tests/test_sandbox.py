@@ -1,3 +1,5 @@
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -397,3 +399,32 @@ def test_an_unfinished_line_is_not_written_twice_by_a_forked_child(env):
         "import os\nprint('once', end='')\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nstatus = os.waitpid(pid, 0)"
     )
     assert run(env, code) == "once"
+
+
+def test_a_folder_on_another_filesystem_is_bound_as_it_is_with_a_warning_not_copied():
+    """Hard links cannot cross filesystems, and copying a venv could mean gigabytes: the sandbox says so instead."""
+    import tempfile
+
+    from codeact_envs._sandbox._launch import mirror
+
+    if not Path("/dev/shm").is_dir() or Path("/dev/shm").stat().st_dev == Path("/var/tmp").stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than /var/tmp")
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as folder:
+        (Path(folder) / "module.py").write_text("x = 1\n")
+        with pytest.warns(UserWarning, match="/proc/self/mountinfo inside the sandbox shows that path"):
+            assert mirror(Path(folder), ()) == Path(folder).resolve()
+
+
+def test_a_folder_on_the_same_filesystem_is_mirrored_under_a_neutral_path():
+    import tempfile
+
+    from codeact_envs._sandbox._launch import mirror
+
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as folder:
+        (Path(folder) / "module.py").write_text("x = 1\n")
+        copy = mirror(Path(folder), ())
+        try:
+            assert copy.parent == Path("/var/tmp") / f"codeact-envs-{os.geteuid()}"
+            assert (copy / "module.py").stat().st_ino == (Path(folder) / "module.py").stat().st_ino
+        finally:
+            shutil.rmtree(copy)

@@ -66,3 +66,42 @@ def test_each_hack_defines_the_functions_the_prompt_asks_for():
         code = "\n".join(hack.play(prompt))
         assert "def add(*args, **kwargs):" in code
         assert "def _helper(*args, **kwargs):" in code
+
+
+BLAMES_ITSELF = '''
+
+class RestartIsOurFault(Transform):
+    """A grader that takes the agent's interpreter exiting for a failure of the env's own."""
+
+    def __call__(self, step: Step) -> Step:
+        if step.execution.restarted:
+            raise InfrastructureError("the sandbox restarted")
+        return step
+'''
+
+
+def test_a_hack_that_turns_an_episode_into_an_infrastructure_failure_fails_the_audit(tmp_path):
+    """Training leaves infrastructure failures out: a policy that can cause one escapes its low reward."""
+    folder = tmp_path / "blames-itself"
+    shutil.copytree(ROOT / "envs" / "humaneval", folder)
+    source = (
+        (folder / "env.py")
+        .read_text()
+        .replace(
+            "from codeact_envs import CodeActEnv",
+            "from codeact_envs import CodeActEnv, InfrastructureError, Step, Transform",
+        )
+    )
+    (folder / "env.py").write_text(source + BLAMES_ITSELF)
+    manifest = (folder / "environment.yaml").read_text()
+    manifest = manifest.replace(
+        "- UnitTests: {setup_column: prompt}",
+        "- env:RestartIsOurFault: {}\n          - UnitTests: {setup_column: prompt}",
+    )
+    (folder / "environment.yaml").write_text(manifest)
+    report = check(folder, trust_remote_code=True, max_tasks=1)
+    assert report.oracle_returns == [1.0]
+    assert any(
+        "'exiting early with os._exit' made task row 0 end as an infrastructure failure (the sandbox restarted)" in p
+        for p in report.problems
+    )

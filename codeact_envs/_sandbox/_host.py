@@ -235,14 +235,17 @@ class Sandbox:
     def _verdict(self, grader: Channel, interpreter: Channel, served: int, deadline: float, timeout_s: float):
         """Wait for the grader's verdict, then for the interpreter to be back; tools are refused meanwhile.
 
-        A template that exits meanwhile (no grader can start) is an infrastructure failure, not a verdict.
+        A grading that cannot start (episode code holds every process the sandbox may have, or made the template
+        exit) is a failed verdict, never an infrastructure failure: an agent must not be able to turn a wrong
+        program into an episode that training leaves out.
         """
         control = self._template.control
         verdict, started, back = None, False, False
         while verdict is None or not back:
             ready = wait_for_any([grader, interpreter, control] if verdict is None else [interpreter], deadline)
             if control in ready and not started:
-                raise SandboxError(f"the sandbox's template exited: {self._template.stderr_text()}")
+                verdict = False, "no grading process could start: the sandbox's template exited"
+                continue
             if grader in ready and verdict is None:
                 try:
                     msg = grader.receive(_FROM_GRADER if started else _READY, deadline)

@@ -21,6 +21,7 @@ import builtins
 import collections
 import contextlib
 import ctypes
+import errno
 import gc
 import io
 import json
@@ -840,18 +841,29 @@ class _Template:
         if role == "interpreter" and self.used:
             self.renew()
         try:
-            self.activate(role, fd, settings)
-        except OSError:
-            self.activate(role, fd, settings)
-        os.close(fd)
+            self.start_job(role, fd, settings)
+        finally:
+            os.close(fd)
         if role == "interpreter":
             self.used = True
+
+    def start_job(self, role: str, fd: int, settings: dict) -> None:
+        """Give the job to a spare of `role`, with a second try; a job no process can be forked for (episode code
+        may hold every process the sandbox may have) is dropped, and the host sees its socket close."""
+        for _ in range(2):
+            try:
+                self.activate(role, fd, settings)
+                return
+            except OSError:
+                continue
 
     def activate(self, role: str, fd: int, settings: dict) -> None:
         """Give the job to the spare of `role` (forked now if it is missing or dead)."""
         if self.live_spare(role) is None:
             self.drop_spare(role)
             self.prepare([role])
+        if role not in self.spares:
+            raise OSError(errno.EAGAIN, f"no {role} process could be forked")
         pid, sock = self.spares.pop(role)
         try:
             os.kill(pid, signal.SIGCONT)

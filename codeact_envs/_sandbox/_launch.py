@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -65,6 +66,11 @@ _PREFER_FOR_OOM_KILL = "echo 1000 > /proc/self/oom_score_adj"
 _MIRROR_UNUSED_FOR_S = 7 * 24 * 3600
 _MIRROR_LOCK = threading.Lock()
 _MIRRORS: dict[str, Path] = {}
+_UNMIRRORED = (
+    "the sandbox binds {source} as it is: no private folder on its filesystem ({candidates}) can hold hard-linked "
+    "mirrors, so /proc/self/mountinfo inside the sandbox shows that path; to hide it, keep the Python installation "
+    "and the venv on the same filesystem as /var/tmp or your home"
+)
 
 
 @dataclass(frozen=True)
@@ -352,8 +358,9 @@ def mirror(source: Path, exclude: tuple[Path, ...]) -> Path:
     /proc/self/mountinfo shows, for every bind mount, the source's path inside its filesystem: a bind of the
     real folder would tell the agent the host's home, venv or checkout. The copy is made once per state of
     `source` (its folder's identity and modification time: installing or removing a package changes it) and
-    shared by every sandbox; files are hard links (a copy only across filesystems), so it costs directory
-    entries, not data. Mirrors unused for a week are deleted.
+    shared by every sandbox; files are hard links, so it costs directory entries, not data. Mirrors unused for a
+    week are deleted. Where no private folder shares `source`'s filesystem, hard links are impossible and a copy
+    could weigh gigabytes (a venv with torch): `source` itself is bound then, with a warning that says so.
     """
     source = source.resolve()
     key = _mirror_key(source, exclude)
@@ -361,7 +368,8 @@ def mirror(source: Path, exclude: tuple[Path, ...]) -> Path:
         if key not in _MIRRORS:
             _MIRRORS[key] = _build_mirror(source, exclude, key)
         path = _MIRRORS[key]
-    os.utime(path)
+    if path != source:
+        os.utime(path)
     return path
 
 
@@ -373,6 +381,8 @@ def _mirror_key(source: Path, exclude: tuple[Path, ...]) -> str:
 
 def _build_mirror(source: Path, exclude: tuple[Path, ...], key: str) -> Path:
     root = _mirror_root(source)
+    if root is None:
+        return source
     final = root / key
     if final.is_dir():
         return final
@@ -388,15 +398,18 @@ def _build_mirror(source: Path, exclude: tuple[Path, ...], key: str) -> Path:
     return final
 
 
-def _mirror_root(source: Path) -> Path:
-    """A private folder for mirrors on the same filesystem as `source` when there is one (hard links)."""
+def _mirror_root(source: Path) -> Path | None:
+    """A private folder for mirrors on the same filesystem as `source` (hard links), or None (with a warning)."""
     candidates = [Path("/var/tmp") / f"codeact-envs-{os.geteuid()}", Path.home() / ".cache" / "codeact-envs"]
     device = source.stat().st_dev
     usable = [path for path in candidates if _private_folder(path)]
     if not usable:
         raise SandboxError(f"no private folder for the sandbox's file mirrors could be made in {candidates}")
     same_device = [path for path in usable if path.stat().st_dev == device]
-    return (same_device or usable)[0]
+    if not same_device:
+        warnings.warn(_UNMIRRORED.format(source=source, candidates=", ".join(map(str, candidates))), stacklevel=2)
+        return None
+    return same_device[0]
 
 
 def _private_folder(path: Path) -> bool:
